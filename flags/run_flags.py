@@ -1,0 +1,46 @@
+"""Flags of `python -m suite.main`. Defined here, read only in suite/main.py."""
+
+from absl import flags
+from ml_collections import config_flags
+
+from suite import registry
+
+WORKLOAD = flags.DEFINE_string(
+    "workload", "resnet", f"Benchmark to run. Registered: {', '.join(registry.names())}.")
+PRESET = flags.DEFINE_string(
+    "preset", None,
+    "'reference': the closed-division configuration on the real dataset; 'tiny': a CPU-sized "
+    "model on built-in data. Default: reference when --data_dir is given, else tiny.")
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "tfds data directory holding the prepared dataset (e.g. imagenet2012).")
+DATA = flags.DEFINE_string(
+    "data", "real", "'real' or 'synthetic' (random batches: throughput only, never a result).")
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: MLPerf log, resolved config, checkpoints. "
+    "Default: runs/<workload>-<preset>-<time>.")
+SEED = flags.DEFINE_integer("seed", 0, "Run seed; logged as MLPerf 'seed'.")
+DIVISION = flags.DEFINE_string("division", None,
+                               "closed or open. Default: closed for reference, open otherwise.")
+SUBMISSION_ORG = flags.DEFINE_string("submission_org", "jaxperf", "MLPerf submission_org.")
+SUBMISSION_PLATFORM = flags.DEFINE_string(
+    "submission_platform", "", "MLPerf submission_platform. Default: <count>x<device kind>.")
+SUBMISSION_STATUS = flags.DEFINE_string(
+    "submission_status", "research", "MLPerf submission_status: onprem, cloud, preview, research.")
+CHECKPOINT_EVERY_BLOCKS = flags.DEFINE_integer(
+    "checkpoint_every_blocks", 0, "Save an orbax checkpoint every N blocks (0: never).")
+STOP_AFTER_BLOCKS = flags.DEFINE_integer(
+    "stop_after_blocks", 0,
+    "Pause after N blocks with a checkpoint; rerun the same command to resume (0: run to the end).")
+CHECK_LOG = flags.DEFINE_bool(
+    "check_log", True, "Run the official MLPerf compliance checker on the log at the end.")
+MULTIHOST = flags.DEFINE_bool(
+    "multihost", False,
+    "Call jax.distributed.initialize() first (Cloud TPU pods, SLURM, or JAX_COORDINATOR_* env).")
+
+
+def define_config(default) -> flags.FlagHolder:
+    """--config and its per-field overrides (--config.base_lr=...), typed by the defaults.
+
+    Defined after --workload/--preset are known, since they decide the fields.
+    """
+    return config_flags.DEFINE_config_dict("config", default, lock_config=True)

@@ -1,0 +1,160 @@
+"""ResNet v1.5 in Flax: the MLPerf image-classification reference model.
+
+v1.5 differs from v1 in one place: the bottleneck's stride sits on the 3x3
+convolution, not the first 1x1. Kernels carry logical axis names so the runner
+can shard them from configuration; for ResNet every name maps to replication
+by default (pure data parallelism), which is what MLPerf submissions use.
+"""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+# Logical names of a conv kernel's axes: height, width, input and output channels.
+CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
+DENSE_AXES = ("embed", "classes")
+
+
+def _conv(dtype: Any, param_dtype: Any):
+    init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+    return functools.partial(
+        nn.Conv,
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(init, CONV_AXES),
+    )
+
+
+def _norm(dtype: Any, param_dtype: Any, train: bool):
+    # Statistics over the whole global batch: under jit the batch axis is one
+    # logical array however it is sharded, so this is "sync BN" for free.
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+    )
+
+
+class BottleneckBlock(nn.Module):
+    filters: int
+    strides: tuple[int, int]
+    dtype: Any
+    param_dtype: Any
+    train: bool
+
+    @nn.compact
+    def __call__(self, x):
+        conv = _conv(self.dtype, self.param_dtype)
+        norm = _norm(self.dtype, self.param_dtype, self.train)
+        residual = x
+        y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
+        y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
+        y = conv(self.filters * 4, (1, 1))(y)
+        # Zero-init of the last BN scale makes each block start as identity,
+        # which is what lets large-batch LARS training warm up stably.
+        y = norm(scale_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))(y)
+        if residual.shape != y.shape:
+            residual = conv(self.filters * 4, (1, 1), self.strides, name="conv_proj")(residual)
+            residual = norm(name="norm_proj")(residual)
+        return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+    """ResNet v1.5 with bottleneck blocks.
+
+    small_inputs swaps the ImageNet stem (7x7/2 conv + 3x3/2 max-pool) for one
+    3x3/1 conv, so tiny images (the CPU preset's 32x32 digits) keep their pixels.
+    """
+
+    stage_sizes: Sequence[int]
+    num_classes: int = 1000
+    num_filters: int = 64
+    small_inputs: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        conv = _conv(self.dtype, self.param_dtype)
+        norm = _norm(self.dtype, self.param_dtype, train)
+        x = x.astype(self.dtype)
+        if self.small_inputs:
+            x = conv(self.num_filters, (3, 3), name="conv_init")(x)
+            x = nn.relu(norm(name="bn_init")(x))
+        else:
+            x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
+            x = nn.relu(norm(name="bn_init")(x))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
+                x = BottleneckBlock(
+                    self.num_filters * 2**i, strides, self.dtype, self.param_dtype, train
+                )(x)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.normal(0.01), DENSE_AXES
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
+        )(x)
+        # Logits in f32 so the softmax cross-entropy is computed at full precision.
+        return x.astype(jnp.float32)
+
+
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
+# CPU-sized: one block per stage, narrow, small-image stem.
+ResNetTiny = functools.partial(
+    ResNet, stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True, num_classes=10
+)
+
+
+def conv_flops(h: int, w: int, k: int, c_in: int, c_out: int) -> int:
+    """Multiply-adds x2 of one conv producing an h x w output map."""
+    return 2 * h * w * k * k * c_in * c_out
+
+
+def forward_flops_per_example(
+    stage_sizes: Sequence[int],
+    num_filters: int,
+    num_classes: int,
+    image_size: int,
+    small_inputs: bool = False,
+) -> int:
+    """Forward-pass FLOPs of one image, counted by hand from the architecture.
+
+    Counts convolutions and the classifier (the matmul work); batch norm,
+    ReLU and pooling are a rounding error next to them and cost no MXU/tensor-core time.
+    """
+    if small_inputs:
+        size = image_size
+        flops = conv_flops(size, size, 3, 3, num_filters)
+    else:
+        size = -(-image_size // 2)  # 7x7 stride 2, SAME-like padding
+        flops = conv_flops(size, size, 7, 3, num_filters)
+        size = -(-size // 2)  # max-pool stride 2
+    c_in = num_filters
+    for i, num_blocks in enumerate(stage_sizes):
+        filters = num_filters * 2**i
+        for j in range(num_blocks):
+            stride = 2 if i > 0 and j == 0 else 1
+            out = -(-size // stride)
+            flops += conv_flops(size, size, 1, c_in, filters)
+            flops += conv_flops(out, out, 3, filters, filters)
+            flops += conv_flops(out, out, 1, filters, filters * 4)
+            if c_in != filters * 4 or stride != 1:
+                flops += conv_flops(out, out, 1, c_in, filters * 4)
+            c_in, size = filters * 4, out
+    return flops + 2 * c_in * num_classes

@@ -1,0 +1,61 @@
+"""Orbax checkpoints of the train state at block boundaries, and resume from the last one."""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from suite.errors import UserError
+
+
+class Checkpointer:
+    """Saves {state, progress} under <workdir>/checkpoints/<epoch>.
+
+    The step number orbax keys on is the last completed epoch, so the newest
+    committed checkpoint says exactly where a resumed run picks up.
+    """
+
+    def __init__(self, workdir: str, max_to_keep: int = 2):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, epoch: int, state: Any, progress: dict) -> None:
+        self._manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)
+            ),
+        )
+
+    def restore(self, epoch: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract_state,
+            shardings,
+        )
+        try:
+            restored = self._manager.restore(
+                epoch,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
+                ),
+            )
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise UserError(
+                f"checkpoint {self.directory}/{epoch} does not fit this config ({type(e).__name__}); "
+                "resume with the same flags or pass a new --workdir"
+            ) from e
+        return restored["state"], restored["progress"]
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,133 @@
+"""Run options and config resolution: presets, runtime facts, validation, the resolved file."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+
+from suite.errors import UserError
+from suite.workload import Workload
+
+CONFIG_NAME = "config.json"
+DATA_CHOICES = ("real", "synthetic")
+DIVISIONS = ("closed", "open")
+STATUSES = ("onprem", "cloud", "preview", "research")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Everything about one run that is not a model/optimizer hyperparameter."""
+
+    workload: str
+    preset: str
+    workdir: str
+    data: str = "real"
+    data_dir: str | None = None
+    seed: int = 0
+    division: str = "open"
+    submission_org: str = "jaxperf"
+    submission_platform: str = ""  # empty: "<count>x<device kind>" of this machine
+    submission_status: str = "research"
+    checkpoint_every_blocks: int = 0  # 0: never
+    stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
+
+
+def validate_options(workload: Workload, opts: RunOptions) -> None:
+    if opts.preset not in workload.presets:
+        raise UserError(
+            f"unknown preset {opts.preset!r} for {workload.name}; "
+            f"choose one of: {', '.join(workload.presets)}"
+        )
+    if opts.data not in DATA_CHOICES:
+        raise UserError(f"--data must be one of {', '.join(DATA_CHOICES)}, got {opts.data!r}")
+    if opts.division not in DIVISIONS:
+        raise UserError(f"--division must be closed or open, got {opts.division!r}")
+    if opts.submission_status not in STATUSES:
+        raise UserError(
+            f"--submission_status must be one of {', '.join(STATUSES)}, "
+            f"got {opts.submission_status!r}"
+        )
+    if opts.checkpoint_every_blocks < 0 or opts.stop_after_blocks < 0:
+        raise UserError("--checkpoint_every_blocks and --stop_after_blocks must be >= 0")
+    if opts.division == "closed" and opts.preset != "reference":
+        raise UserError(
+            f"the {opts.preset} preset changes the model, data and target, so it is open "
+            "division only; pass --division=open or --preset=reference"
+        )
+    if opts.division == "closed" and opts.data == "synthetic":
+        raise UserError("synthetic data is never a closed-division result; pass --division=open")
+    if opts.data_dir is not None and not os.path.isdir(opts.data_dir):
+        raise UserError(
+            f"--data_dir {opts.data_dir} does not exist; pass the tfds data directory that "
+            "holds the prepared dataset"
+        )
+    if opts.preset == "reference" and opts.data == "real" and opts.data_dir is None:
+        raise UserError(
+            "the reference preset trains on the real dataset: pass --data_dir=<tfds dir>, "
+            "or --data=synthetic for a throughput-only run"
+        )
+
+
+def _positive_int(cfg, field: str) -> None:
+    value = cfg[field]
+    if not isinstance(value, int) or value < 1:
+        raise UserError(f"--config.{field} must be a positive integer, got {value!r}")
+
+
+def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int,
+            backend: str) -> ml_collections.ConfigDict:
+    """Fills runtime choices into a copy of cfg and checks the fields the runner relies on."""
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    for field in ("global_batch_size", "max_epochs", "train_epochs", "epochs_per_block",
+                  "eval_offset_epochs"):
+        _positive_int(cfg, field)
+    if cfg.eval_offset_epochs > cfg.epochs_per_block:
+        raise UserError("--config.eval_offset_epochs must not exceed --config.epochs_per_block")
+    if cfg.compute_dtype == "auto":
+        cfg.compute_dtype = "float32" if backend == "cpu" else "bfloat16"
+    if cfg.compute_dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(
+            f"--config.compute_dtype must be auto, float32, bfloat16 or float16, "
+            f"got {cfg.compute_dtype!r}"
+        )
+    data_parallel = num_devices // (cfg.mesh.model or 1)
+    if cfg.global_batch_size % data_parallel or cfg.global_batch_size % jax.process_count():
+        raise UserError(
+            f"--config.global_batch_size={cfg.global_batch_size} must divide evenly over "
+            f"{data_parallel} data-parallel devices and {jax.process_count()} processes"
+        )
+    return cfg
+
+
+def block_schedule(cfg) -> list[tuple[int, int]]:
+    """(first_epoch, epoch_count) of each block, 1-based; an eval follows each block.
+
+    The first block is eval_offset_epochs long so that evals land where the
+    benchmark's rules put them (ResNet: epochs 3, 7, 11, ...).
+    """
+    blocks, epoch = [], 1
+    length = cfg.eval_offset_epochs
+    while epoch <= cfg.max_epochs:
+        count = min(length, cfg.max_epochs - epoch + 1)
+        blocks.append((epoch, count))
+        epoch += count
+        length = cfg.epochs_per_block
+    return blocks
+
+
+def write(cfg: ml_collections.ConfigDict, opts: RunOptions, workdir: str) -> str:
+    path = os.path.join(workdir, CONFIG_NAME)
+    with open(path, "w") as f:
+        json.dump({"options": dataclasses.asdict(opts), "config": cfg.to_dict()}, f, indent=2,
+                  sort_keys=True)
+    return path
+
+
+def read(workdir: str) -> dict | None:
+    path = os.path.join(workdir, CONFIG_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

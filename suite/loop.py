@@ -1,0 +1,204 @@
+"""The timed MLPerf run: init -> compile -> run_start -> blocks of epochs -> eval -> run_stop."""
+
+import dataclasses
+import math
+import time
+
+import jax
+import numpy as np
+from mlperf_logging.mllog import constants as C
+
+from input_pipelines import synthetic
+from suite import compile as compile_lib
+from suite import config as config_lib
+from suite import mesh as mesh_lib
+from suite import mlperf_log, perf
+from suite.checkpoint import Checkpointer
+from suite.config import RunOptions
+from suite.workload import DataInfo, Workload
+
+
+@dataclasses.dataclass
+class RunResult:
+    status: str  # "success" | "aborted" | "paused"
+    reason: str
+    time_to_train_s: float | None  # run_start -> run_stop; None while paused
+    epochs: int  # last epoch trained
+    metrics: dict
+    log_path: str
+
+
+class _Abort(Exception):
+    """Ends the run with run_stop status=aborted and this one-line reason."""
+
+    def __init__(self, reason: str, epoch: int):
+        super().__init__(reason)
+        self.epoch = epoch
+
+
+def platform_name() -> str:
+    devices = jax.devices()
+    return f"{len(devices)}x{devices[0].device_kind}"
+
+
+def _log_setup(log, workload, cfg, opts, data, steps_per_epoch):
+    log.event(C.CACHE_CLEAR, True)
+    log.start(C.INIT_START)
+    mlperf_log.submission_events(
+        log, benchmark=workload.benchmark, org=opts.submission_org, division=opts.division,
+        status=opts.submission_status, platform=opts.submission_platform or platform_name(),
+    )
+    log.event(C.SEED, opts.seed)
+    log.event(C.GLOBAL_BATCH_SIZE, cfg.global_batch_size)
+    log.event(C.GRADIENT_ACCUMULATION_STEPS, 1)
+    log.event(C.TRAIN_SAMPLES, data.train_examples)
+    log.event(C.EVAL_SAMPLES, data.eval_examples)
+    for key, value in workload.mllog_hparams(cfg, steps_per_epoch).items():
+        log.event(key, value)
+    # jaxperf's own keys: the checker ignores unknown keys, readers of the log do not.
+    log.event("jaxperf_preset", opts.preset)
+    log.event("jaxperf_data", opts.data, source=data.source)
+    log.event("jaxperf_target", workload.target_for(cfg).describe())
+
+
+def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool) -> RunResult:
+    is_main = jax.process_index() == 0
+    say = print if is_main else (lambda *a, **k: None)
+    log = mlperf_log.MLPerfLog(opts.workdir, enabled=is_main)
+    steps_per_epoch = math.ceil(data.train_examples / cfg.global_batch_size)
+    target = workload.target_for(cfg)
+    ckpt = Checkpointer(opts.workdir)
+    run_started = False
+    progress = {"epoch": 0, "blocks": 0, "run_start_ms": None}
+    try:
+        if not resume:
+            _log_setup(log, workload, cfg, opts, data, steps_per_epoch)
+        mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
+        local_batch = cfg.global_batch_size // jax.process_count()
+        fns = compile_lib.build(workload, cfg, mesh, local_batch, jax.process_count())
+        if resume:
+            state, progress = ckpt.restore(ckpt.latest_epoch(), fns.abstract_state,
+                                           fns.state_shardings)
+            log.event("jaxperf_resume", progress["epoch"] + 1)
+            run_started = True
+            run_start_ms = progress["run_start_ms"]
+        else:
+            state = fns.init(jax.random.key(opts.seed))
+            jax.block_until_ready(state)
+            log.end(C.INIT_STOP)
+            run_start_ms = int(time.time() * 1e3)
+            log.start(C.RUN_START, time_ms=run_start_ms)
+            run_started = True
+        result = _train(workload, cfg, opts, data, fns, state, log, ckpt, target,
+                        steps_per_epoch, progress, run_start_ms, say)
+    except KeyboardInterrupt:
+        ckpt.close()
+        log.close()
+        raise
+    except BaseException as e:
+        if run_started:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.end(C.RUN_STOP, status=C.ABORTED, reason=reason[:300])
+        ckpt.close()
+        log.close()
+        if isinstance(e, _Abort):
+            return RunResult(C.ABORTED, str(e), None, e.epoch, {}, log.path)
+        raise
+    ckpt.close()
+    log.close()
+    return result
+
+
+def _train(workload, cfg, opts, data, fns, state, log, ckpt, target, steps_per_epoch,
+           progress, run_start_ms, say) -> RunResult:
+    schedule = config_lib.block_schedule(cfg)
+    pid, nproc = jax.process_index(), jax.process_count()
+    local_batch = cfg.global_batch_size // nproc
+    start_epoch = progress["epoch"] + 1
+    if opts.data == "synthetic":
+        train_iter = synthetic.batches(
+            workload.batch_spec(cfg, "train", local_batch), seed=opts.seed)
+    else:
+        # A resumed run must not replay the order it already saw.
+        train_iter = workload.train_batches(
+            cfg, opts.data_dir, local_batch_size=local_batch, process_index=pid,
+            process_count=nproc, seed=opts.seed * 1000 + start_epoch)
+    key = jax.device_put(jax.random.fold_in(jax.random.key(opts.seed), start_epoch),
+                         mesh_lib.replicated(fns.mesh))
+    peak = perf.peak_flops(jax.devices()[0].device_kind)
+    flops = workload.flops_per_example(cfg)
+    blocks_this_run, metrics, epoch = 0, {}, progress["epoch"]
+    for first, count in schedule:
+        if first < start_epoch:
+            continue
+        log.start(C.BLOCK_START, first_epoch_num=first, epoch_count=count)
+        t0 = time.perf_counter()
+        step_metrics = []
+        for epoch in range(first, first + count):
+            log.start(C.EPOCH_START, epoch_num=epoch)
+            for _ in range(steps_per_epoch):
+                batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
+                state, m, key = fns.train_step(state, batch, key)
+                step_metrics.append(m)
+            log.end(C.EPOCH_STOP, epoch_num=epoch)
+        # One sync per block: fetching the losses waits for the last step.
+        losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
+        stats = perf.BlockStats(count * steps_per_epoch * cfg.global_batch_size,
+                                count * steps_per_epoch, time.perf_counter() - t0)
+        log.end(C.BLOCK_STOP, first_epoch_num=first)
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmin(np.isfinite(losses)))
+            raise _Abort(f"non-finite training loss at step {bad + 1} of epochs "
+                         f"{first}-{epoch}; lower the learning rate or check the data", epoch)
+        metrics = _evaluate(workload, cfg, opts, data, fns, state, log, epoch)
+        progress = {"epoch": epoch, "blocks": progress["blocks"] + 1,
+                    "run_start_ms": run_start_ms}
+        blocks_this_run += 1
+        util = perf.mfu(flops, stats.samples_per_s, peak, jax.device_count())
+        eta = (cfg.max_epochs - epoch) * stats.seconds / count
+        say(f"block {progress['blocks']}/{len(schedule)} epoch {epoch}/{cfg.max_epochs} | "
+            f"loss {losses.mean():.4f} | {stats.samples_per_s:,.1f} samples/s | "
+            f"step {stats.step_ms:.1f} ms | MFU {'n/a' if util is None else f'{util:.1%}'} | "
+            f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
+            f"ETA <= {perf.format_eta(eta)}", flush=True)
+        if opts.data == "real" and target.reached(metrics):
+            return _stop(log, C.SUCCESS, f"reached {target.describe()}", epoch, metrics,
+                         run_start_ms)
+        paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
+        every = opts.checkpoint_every_blocks
+        if paused or (every and progress["blocks"] % every == 0):
+            ckpt.save(epoch, state, progress)
+        if paused and epoch < cfg.max_epochs:
+            ckpt.wait()
+            return RunResult("paused", f"paused after {blocks_this_run} blocks at epoch {epoch}",
+                             None, epoch, metrics, log.path)
+    if opts.data == "synthetic":
+        reason = "synthetic data: throughput only, never a result"
+    else:
+        reason = f"{target.describe()} not reached within {cfg.max_epochs} epochs"
+    return _stop(log, C.ABORTED, reason, epoch, metrics, run_start_ms)
+
+
+def _stop(log, status, reason, epoch, metrics, run_start_ms) -> RunResult:
+    stop_ms = int(time.time() * 1e3)
+    log.end(C.RUN_STOP, time_ms=stop_ms, status=status, reason=reason, epoch_num=epoch)
+    return RunResult(status, reason, (stop_ms - run_start_ms) / 1e3, epoch, metrics, log.path)
+
+
+def _evaluate(workload, cfg, opts, data, fns, state, log, epoch) -> dict:
+    log.start(C.EVAL_START, epoch_num=epoch)
+    local_batch = cfg.global_batch_size // jax.process_count()
+    if opts.data == "synthetic":
+        steps = math.ceil(data.eval_examples / cfg.global_batch_size)
+        batches = synthetic.eval_batches(workload.batch_spec(cfg, "eval", local_batch), steps)
+    else:
+        batches = workload.eval_batches(
+            cfg, opts.data_dir, local_batch_size=local_batch,
+            process_index=jax.process_index(), process_count=jax.process_count())
+    sums = [fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)) for b in batches]
+    totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
+    metrics = workload.finalize_eval(cfg, totals)
+    log.end(C.EVAL_STOP, epoch_num=epoch)
+    target_metric = workload.target.metric
+    log.event(C.EVAL_ACCURACY, metrics[target_metric], epoch_num=epoch)
+    return metrics

@@ -1,0 +1,53 @@
+"""Device mesh and shardings: derived from shapes and logical axis rules, never from running init."""
+
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from suite.errors import UserError
+
+AXES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")  # the global batch is split over both
+
+
+def make_mesh(fsdp: int = 1, model: int = 1, devices=None) -> Mesh:
+    """A (data, fsdp, model) mesh over all devices of all processes."""
+    devices = jax.devices() if devices is None else devices
+    n = len(devices)
+    if fsdp < 1 or model < 1 or n % (fsdp * model):
+        raise UserError(
+            f"mesh fsdp={fsdp} x model={model} does not divide {n} devices; "
+            "set --config.mesh.fsdp and --config.mesh.model to divisors of the device count"
+        )
+    shape = (n // (fsdp * model), fsdp, model)
+    if len(devices) == len(jax.devices()):
+        return jax.make_mesh(shape, AXES, devices=devices)
+    return Mesh(np.asarray(devices).reshape(shape), AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules) -> Any:
+    """NamedShardings for an (abstract, possibly logically boxed) state.
+
+    Leaves without logical names are replicated. The result has the structure
+    of the *unboxed* state, which is what the jitted functions carry.
+    """
+    logical = nn.get_partition_spec(abstract_state)
+    return nn.logical_to_mesh_sharding(logical, mesh, rules)
+
+
+def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This process's rows of a batch -> one global array per field."""
+    return {
+        k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()
+    }

@@ -1,0 +1,262 @@
+"""MLPerf image classification: ResNet-50 v1.5 on ImageNet to 75.9 % top-1, LARS."""
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+from flax import struct
+from mlperf_logging.mllog import constants as C
+
+from models import resnet as resnet_models
+from suite.target import Target
+from suite.workload import DataInfo, Workload
+
+IMAGENET_TRAIN, IMAGENET_EVAL = 1_281_167, 50_000
+
+
+def builtin_data_dir() -> str:
+    """Where built-in datasets are prepared: $JAXPERF_CACHE/tfds (default ~/.cache/jaxperf)."""
+    root = os.environ.get("JAXPERF_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxperf")
+    return os.path.join(root, "tfds")
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+class ResNetWorkload(Workload):
+    name = "resnet"
+    benchmark = C.RESNET
+    ruleset = "4.0.0"
+    target = Target("top1", 0.759, "max")
+
+    def config(self, preset: str) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.model = "resnet50"
+        c.num_classes = 1000
+        c.dataset = "imagenet2012"
+        c.train_split, c.eval_split = "train", "validation"
+        c.train_examples, c.eval_examples = IMAGENET_TRAIN, IMAGENET_EVAL
+        c.image_size = 224
+        c.min_crop_area = 0.08
+        c.random_flip = True
+        c.compute_dtype = "auto"  # bfloat16 on accelerators, float32 on CPU
+        c.target_value = self.target.value
+        # The reference closed-division hyperparameters (batch 3,264, LARS).
+        c.global_batch_size = 3264
+        c.train_epochs = 41  # LR schedule length; the run stops at the target
+        c.max_epochs = 41  # budget: past it the run is aborted
+        c.epochs_per_block = 4  # MLPerf ResNet evaluates every 4 epochs
+        c.eval_offset_epochs = 3  # first eval after 3 epochs, then every 4
+        c.label_smoothing = 0.1
+        c.base_lr = 10.5
+        c.end_lr = 1e-4
+        c.warmup_epochs = 2.0
+        c.lr_decay_power = 2.0
+        c.momentum = 0.9
+        c.weight_decay = 5e-5
+        c.lars_epsilon = 0.0
+        c.lars_trust_coefficient = 0.001
+        c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})
+        if preset == "tiny":
+            # Small ResNet on scikit-learn's real handwritten digits, 32x32.
+            c.model = "resnet_tiny"
+            c.num_classes = 10
+            c.dataset = "jaxperf_digits"
+            c.train_examples, c.eval_examples = 1500, 297
+            c.image_size = 16  # stored at 32x32; 16 keeps each CPU epoch near a second
+            c.min_crop_area = 0.6
+            c.random_flip = False  # a mirrored 2 is not a 2
+            c.target_value = 0.95
+            c.global_batch_size = 100
+            c.train_epochs = 14
+            c.max_epochs = 14
+            c.epochs_per_block = 1
+            c.eval_offset_epochs = 1
+            c.base_lr = 2.0
+            c.warmup_epochs = 1.0
+            c.weight_decay = 1e-4
+        elif preset != "reference":
+            raise ValueError(f"unknown preset {preset!r}")
+        return c
+
+    # ----- model ---------------------------------------------------------
+    def _model(self, cfg) -> nn.Module:
+        dtype = jnp.dtype(cfg.compute_dtype)
+        make = {"resnet50": resnet_models.ResNet50, "resnet_tiny": resnet_models.ResNetTiny}
+        return make[cfg.model](num_classes=cfg.num_classes, dtype=dtype)
+
+    def _steps_per_epoch(self, cfg) -> int:
+        return math.ceil(cfg.train_examples / cfg.global_batch_size)
+
+    def learning_rate(self, cfg, steps_per_epoch: int) -> optax.Schedule:
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        decay = cfg.train_epochs * steps_per_epoch - warmup
+        return optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, cfg.base_lr, max(warmup, 1)),
+                optax.polynomial_schedule(cfg.base_lr, cfg.end_lr, cfg.lr_decay_power, decay),
+            ],
+            [warmup],
+        )
+
+    def optimizer(self, cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+        # MLPerf's LARS leaves batch-norm parameters and biases out of both the
+        # weight decay and the layer-wise trust ratio: only kernels get them.
+        def kernels_only(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: getattr(path[-1], "key", None) == "kernel", params
+            )
+
+        return optax.lars(
+            self.learning_rate(cfg, steps_per_epoch),
+            weight_decay=cfg.weight_decay,
+            weight_decay_mask=kernels_only,
+            trust_coefficient=cfg.lars_trust_coefficient,
+            eps=cfg.lars_epsilon,
+            trust_ratio_mask=kernels_only,
+            momentum=cfg.momentum,
+        )
+
+    def init(self, cfg, rng):
+        image = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        variables = self._model(cfg).init(rng, image, train=False)
+        params = variables["params"]
+        tx = self.optimizer(cfg, self._steps_per_epoch(cfg))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables["batch_stats"],
+            opt_state=tx.init(params),
+        )
+
+    def train_step(self, cfg, state, batch, rng):
+        del rng  # augmentation happens in the input pipeline
+        model = self._model(cfg)
+        tx = self.optimizer(cfg, self._steps_per_epoch(cfg))
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                mutable=["batch_stats"],
+            )
+            labels = optax.smooth_labels(
+                jax.nn.one_hot(batch["label"], cfg.num_classes), cfg.label_smoothing
+            )
+            loss = optax.softmax_cross_entropy(logits, labels).mean()
+            return loss, (logits, updates["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
+        return new_state, {"loss": loss, "train_top1": accuracy}
+
+    def eval_step(self, cfg, state, batch):
+        logits = self._model(cfg).apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=False,
+        )
+        correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
+        return {"correct": correct.sum(), "count": batch["mask"].sum()}
+
+    def finalize_eval(self, cfg, sums):
+        return {"top1": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
+
+    # ----- data ----------------------------------------------------------
+    def batch_spec(self, cfg, split, batch_size):
+        image = jax.ShapeDtypeStruct((batch_size, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        spec = {"image": image, "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+        if split == "eval":
+            spec["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
+        return spec
+
+    def _builder(self, cfg, data_dir):
+        from input_pipelines import image_classification
+
+        if cfg.dataset == "jaxperf_digits":
+            from input_pipelines import digits
+
+            return digits.prepare(data_dir or builtin_data_dir())
+        return image_classification.open_builder(cfg.dataset, data_dir)
+
+    def data_info(self, cfg, data_dir):
+        from input_pipelines import image_classification
+
+        builder = self._builder(cfg, data_dir)
+        return DataInfo(
+            train_examples=image_classification.num_examples(builder, cfg.train_split),
+            eval_examples=image_classification.num_examples(builder, cfg.eval_split),
+            source=f"{cfg.dataset} from {builder.data_dir}",
+        )
+
+    def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
+                      seed):
+        from input_pipelines import image_classification
+
+        return image_classification.train_batches(
+            self._builder(cfg, data_dir),
+            split=cfg.train_split,
+            local_batch_size=local_batch_size,
+            image_size=cfg.image_size,
+            process_index=process_index,
+            process_count=process_count,
+            seed=seed,
+            min_crop_area=cfg.min_crop_area,
+            random_flip=cfg.random_flip,
+        )
+
+    def eval_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count):
+        from input_pipelines import image_classification
+
+        return image_classification.eval_batches(
+            self._builder(cfg, data_dir),
+            split=cfg.eval_split,
+            local_batch_size=local_batch_size,
+            image_size=cfg.image_size,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    # ----- reporting -----------------------------------------------------
+    def mllog_hparams(self, cfg, steps_per_epoch):
+        warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+        return {
+            C.OPT_NAME: C.LARS,
+            C.LARS_OPT_BASE_LEARNING_RATE: cfg.base_lr,
+            C.LARS_OPT_END_LR: cfg.end_lr,
+            C.LARS_OPT_LR_DECAY_POLY_POWER: int(cfg.lr_decay_power),
+            C.LARS_OPT_LR_DECAY_STEPS: cfg.train_epochs * steps_per_epoch - warmup_steps,
+            C.LARS_EPSILON: cfg.lars_epsilon,
+            C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: cfg.warmup_epochs,
+            C.LARS_OPT_MOMENTUM: cfg.momentum,
+            C.LARS_OPT_WEIGHT_DECAY: cfg.weight_decay,
+            C.MODEL_BN_SPAN: cfg.global_batch_size,
+        }
+
+    def flops_per_example(self, cfg):
+        shape = {
+            "resnet50": dict(stage_sizes=(3, 4, 6, 3), num_filters=64, small_inputs=False),
+            "resnet_tiny": dict(stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True),
+        }[cfg.model]
+        forward = resnet_models.forward_flops_per_example(
+            num_classes=cfg.num_classes, image_size=cfg.image_size, **shape
+        )
+        # Backward costs twice the forward (gradients w.r.t. inputs and weights).
+        return 3.0 * forward
