@@ -18,6 +18,8 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
+from suite.errors import UserError
+
 NAME = "jaxperf_digits"
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -52,7 +54,9 @@ class JaxperfDigits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's handwritten digits, upscaled to 32x32 and stored as JPEG."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release: 1500 train / 297 validation, 32x32 JPEG."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "First release: 1500 train / 297 validation, 32x32 JPEG."
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -83,11 +87,14 @@ class JaxperfDigits(tfds.core.GeneratorBasedBuilder):
         for index in indices:
             # The index into load_digits() keeps every example traceable to its source.
             file_name = f"digit_{index:04d}.jpeg"
-            yield file_name, {
-                "image": _to_jpeg(images[index]),
-                "label": int(labels[index]),
-                "file_name": file_name,
-            }
+            yield (
+                file_name,
+                {
+                    "image": _to_jpeg(images[index]),
+                    "label": int(labels[index]),
+                    "file_name": file_name,
+                },
+            )
 
 
 def prepare(data_dir: str) -> tfds.core.DatasetBuilder:
@@ -96,10 +103,22 @@ def prepare(data_dir: str) -> tfds.core.DatasetBuilder:
     Idempotent and quick (a few seconds). Two processes preparing the same fresh data_dir at
     once may race on tfds's final rename, so multi-process runs should prepare once up front.
     """
-    builder = JaxperfDigits(data_dir=data_dir)
+    from google.protobuf import json_format
+
+    try:
+        builder = JaxperfDigits(data_dir=data_dir)
+    except (json_format.ParseError, ValueError, OSError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"unreadable {NAME} under {data_dir} ({detail}); delete "
+            f"{data_dir}/{NAME} and prepare it again"
+        ) from e
     if not builder.is_prepared():
         # Nothing is downloaded, so tfds's download folder would only leave empty litter in
         # data_dir; try_download_gcs=False: never look for a pre-built copy online.
+        print(f"Preparing the built-in {NAME} dataset under {data_dir} (once, a few seconds).",
+              flush=True)
+        tfds.disable_progress_bar()  # tqdm bars would bury the run's own output
         with tempfile.TemporaryDirectory() as download_dir:
             builder.download_and_prepare(
                 download_dir=download_dir,

@@ -25,8 +25,8 @@ _ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 _CROP_ATTEMPTS = 10
 
 _PREPARE_HINTS = {
-    "imagenet2012": "tfds build imagenet2012 --data_dir=DATA_DIR --manual_dir=DIR_WITH_ILSVRC2012_TARS"
-    " (or `python -m tools.make_tiny_imagenet --out DIR` for a tiny test copy)",
+    "imagenet2012": "`tfds build imagenet2012 --data_dir=DATA_DIR --manual_dir=DIR_WITH_THE"
+    "_ILSVRC2012_TARS` (or `python -m tools.make_tiny_imagenet --out DIR` for a tiny test copy)",
     "jaxperf_digits": "`python -m input_pipelines.digits --data_dir DATA_DIR`",
 }
 
@@ -107,17 +107,13 @@ def eval_steps(builder, split: str, global_batch_size: int) -> int:
 
 
 def _process_shard(builder, split: str, process_index: int, process_count: int):
-    """This process's contiguous, disjoint slice of `split`; slices cover it exactly once."""
+    """(this process's contiguous slice of `split`, its size); slices cover it exactly once."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     _, tfds = _tf()
+    num_examples(builder, split)  # a bad split name fails here, with the split's own name
     shard = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
-    if num_examples(builder, shard) == 0:
-        raise UserError(
-            f"split {split!r} of {builder.info.full_name} has {num_examples(builder, split)} "
-            f"examples, too few to give each of {process_count} processes one; use a bigger split"
-        )
-    return shard
+    return shard, num_examples(builder, shard)
 
 
 def _center_window(jpeg_shape, crop_fraction: float):
@@ -181,7 +177,12 @@ def train_batches(
     (seed, process_index), so a rerun with the same arguments yields the same batches.
     """
     tf, tfds = _tf()
-    shard = _process_shard(builder, split, process_index, process_count)
+    shard, shard_size = _process_shard(builder, split, process_index, process_count)
+    if shard_size == 0:
+        raise UserError(
+            f"split {split!r} of {builder.info.full_name} has {num_examples(builder, split)} "
+            f"examples, too few to give each of {process_count} processes one to train on"
+        )
     file_seed, shuffle_seed, augment_seed = (
         int(s) for s in np.random.SeedSequence([seed, process_index]).generate_state(3)
     )
@@ -252,7 +253,7 @@ def eval_batches(
     eval_steps(...) full-size batches (padded with mask 0), so collective eval steps line up.
     """
     tf, tfds = _tf()
-    shard = _process_shard(builder, split, process_index, process_count)
+    shard, shard_size = _process_shard(builder, split, process_index, process_count)
     steps = eval_steps(builder, split, local_batch_size * process_count)
 
     def preprocess(example):
@@ -276,10 +277,13 @@ def eval_batches(
             "mask": tf.constant(0.0, tf.float32),
         }
     ).repeat()
-    dataset = builder.as_dataset(
-        split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
-    )
-    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard_size:
+        dataset = builder.as_dataset(
+            split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+        )
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    else:  # more processes than examples: this one only keeps the collective steps in line
+        dataset = padding.take(0)
     # Endless padding, cut at `steps` full batches: pads the last real batch and adds whole
     # padding batches where this process's shard is shorter than the longest one.
     dataset = dataset.concatenate(padding).batch(local_batch_size, drop_remainder=True)

@@ -91,7 +91,8 @@ class ResNet(nn.Module):
             x = conv(self.num_filters, (3, 3), name="conv_init")(x)
             x = nn.relu(norm(name="bn_init")(x))
         else:
-            x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
+            x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)],
+                     name="conv_init")(x)
             x = nn.relu(norm(name="bn_init")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for i, num_blocks in enumerate(self.stage_sizes):

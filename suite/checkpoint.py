@@ -49,7 +49,8 @@ class Checkpointer:
             )
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise UserError(
-                f"checkpoint {self.directory}/{epoch} does not fit this config ({type(e).__name__}); "
+                f"checkpoint {self.directory}/{epoch} does not fit this config "
+                f"({type(e).__name__}); "
                 "resume with the same flags or pass a new --workdir"
             ) from e
         return restored["state"], restored["progress"]

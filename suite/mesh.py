@@ -1,4 +1,4 @@
-"""Device mesh and shardings: derived from shapes and logical axis rules, never from running init."""
+"""Device mesh and shardings: from shapes and logical axis rules, never by running init."""
 
 from typing import Any
 

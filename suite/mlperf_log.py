@@ -1,12 +1,12 @@
-"""All MLPerf logging: the official mllog, process 0 only, to <workdir>/mlperf_log.txt and stdout."""
+"""All MLPerf logging: official mllog, process 0 only, to <workdir>/mlperf_log.txt + stdout."""
 
 import logging
 import os
 import sys
 from typing import Any
 
-from mlperf_logging.mllog import mllog
 from mlperf_logging.mllog import constants as C
+from mlperf_logging.mllog import mllog
 
 LOG_NAME = "mlperf_log.txt"
 

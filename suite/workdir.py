@@ -17,7 +17,8 @@ def check_writable(workdir: str) -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent) or "."
     if not os.path.isdir(parent):
-        raise UserError(f"--workdir {workdir}: {parent} is a file, not a directory; pick another path")
+        raise UserError(
+            f"--workdir {workdir}: {parent} is a file, not a directory; pick another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--workdir {workdir} is not writable ({parent} denies writes); pick a "
                         "directory you can write to")

@@ -84,7 +84,10 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_manual_dir(
     manual_dir: str, *, classes: int, train_per_class: int, val: int, seed: int = 0
 ) -> dict[str, list[str]]:
-    """Writes the two ILSVRC2012 tars; returns {'train': synsets, 'validation': synset per image}."""
+    """Writes the two ILSVRC2012 tars into manual_dir.
+
+    Returns {'train': the synsets written, 'validation': the synset of each validation image}.
+    """
     if not 1 <= classes <= 1000 or train_per_class < 1 or not 0 <= val <= NUM_VAL_IMAGES:
         raise UserError(
             f"need 1 <= --classes <= 1000, --train_per_class >= 1 and 0 <= --val <= "

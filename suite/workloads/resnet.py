@@ -78,7 +78,7 @@ class ResNetWorkload(Workload):
             c.min_crop_area = 0.6
             c.random_flip = False  # a mirrored 2 is not a 2
             c.target_value = 0.95
-            c.global_batch_size = 100
+            c.global_batch_size = 128  # divides over 1, 2, 4 or 8 devices
             c.train_epochs = 14
             c.max_epochs = 14
             c.epochs_per_block = 1
