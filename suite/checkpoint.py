@@ -18,10 +18,17 @@ class Checkpointer:
 
     def __init__(self, workdir: str, max_to_keep: int = 2):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        )
+        self._max_to_keep = max_to_keep
+        self._created = None  # made on first use: runs without checkpoints leave no folder
+
+    @property
+    def _manager(self) -> ocp.CheckpointManager:
+        if self._created is None:
+            self._created = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True),
+            )
+        return self._created
 
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
@@ -56,7 +63,9 @@ class Checkpointer:
         return restored["state"], restored["progress"]
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        if self._created is not None:
+            self._created.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.close()
+        if self._created is not None:
+            self._created.close()

@@ -28,6 +28,9 @@ class RunResult:
     log_path: str
 
 
+SYNTHETIC_DONE = "synthetic data: throughput only, never a result"
+
+
 class _Abort(Exception):
     """Ends the run with run_stop status=aborted and this one-line reason."""
 
@@ -68,7 +71,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool)
     steps_per_epoch = math.ceil(data.train_examples / cfg.global_batch_size)
     target = workload.target_for(cfg)
     ckpt = Checkpointer(opts.workdir)
-    run_started = False
+    run_started, run_start_ms = False, None
     progress = {"epoch": 0, "blocks": 0, "run_start_ms": None}
     try:
         if not resume:
@@ -96,13 +99,15 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool)
         log.close()
         raise
     except BaseException as e:
+        stop_ms = int(time.time() * 1e3)
         if run_started:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.end(C.RUN_STOP, status=C.ABORTED, reason=reason[:300])
+            log.end(C.RUN_STOP, time_ms=stop_ms, status=C.ABORTED, reason=reason[:300])
         ckpt.close()
         log.close()
         if isinstance(e, _Abort):
-            return RunResult(C.ABORTED, str(e), None, e.epoch, {}, log.path)
+            return RunResult(C.ABORTED, str(e), (stop_ms - run_start_ms) / 1e3, e.epoch, {},
+                             log.path)
         raise
     ckpt.close()
     log.close()
@@ -173,7 +178,7 @@ def _train(workload, cfg, opts, data, fns, state, log, ckpt, target, steps_per_e
             return RunResult("paused", f"paused after {blocks_this_run} blocks at epoch {epoch}",
                              None, epoch, metrics, log.path)
     if opts.data == "synthetic":
-        reason = "synthetic data: throughput only, never a result"
+        reason = SYNTHETIC_DONE
     else:
         reason = f"{target.describe()} not reached within {cfg.max_epochs} epochs"
     return _stop(log, C.ABORTED, reason, epoch, metrics, run_start_ms)

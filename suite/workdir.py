@@ -27,12 +27,14 @@ def check_writable(workdir: str) -> None:
 def prepare(workdir: str, resolved: dict) -> bool:
     """Creates workdir; returns True when it holds a paused run of the same config to resume."""
     check_writable(workdir)
-    os.makedirs(workdir, exist_ok=True)
     try:
+        os.makedirs(workdir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir):
             pass
     except OSError as e:
-        raise UserError(f"--workdir {workdir} is not writable ({e.strerror}); pick another") from e
+        raise UserError(
+            f"cannot create or write --workdir {workdir} ({e.strerror}); pick another path"
+        ) from e
     if has_run_stop(os.path.join(workdir, LOG_NAME)):
         raise UserError(
             f"--workdir {workdir} already holds a finished run; pass a new --workdir"

@@ -1,0 +1,37 @@
+"""Running `python -m suite.main` as a user would, and reading what it wrote."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(args: list[str], cache: str, devices: int = 1, timeout: int = 600):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAXPERF_CACHE"] = cache
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "suite.main", *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def read_log(path: str) -> list[dict]:
+    """The :::MLLOG events of an MLPerf log, in order."""
+    events = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith(":::MLLOG "):
+                events.append(json.loads(line[len(":::MLLOG "):]))
+    return events
+
+
+def values(events: list[dict], key: str) -> list:
+    return [e["value"] for e in events if e["key"] == key]
+
+
+def metadata(events: list[dict], key: str) -> list[dict]:
+    return [e["metadata"] for e in events if e["key"] == key]

@@ -1,0 +1,117 @@
+"""The real training loop through `python -m suite.main`, judged by the official checker."""
+
+import os
+
+import jax
+import pytest
+from flax import linen as nn
+
+from suite import compliance
+from suite.checkpoint import Checkpointer
+from suite.workloads.resnet import ResNetWorkload
+from tests.helpers import metadata, read_log, run_main, values
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jaxperf-cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache):
+    workdir = str(tmp_path_factory.mktemp("tiny") / "run")
+    proc = run_main(["--workload=resnet", f"--workdir={workdir}"], cache)
+    return workdir, proc
+
+
+def test_tiny_preset_reaches_its_target_and_passes_the_checker(tiny_run):
+    workdir, proc = tiny_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "No --data_dir given: running the tiny preset" in out
+    assert "run_stop success: reached top1 >= 0.95" in out
+    assert "compliance: PASS" in out
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    accuracies = values(events, "eval_accuracy")
+    assert accuracies[-1] >= 0.95 and all(a < 0.95 for a in accuracies[:-1])
+    assert metadata(events, "run_stop")[0]["status"] == "success"
+    # Everything the closed ResNet ruleset requires is there even in an open run.
+    for key in ("cache_clear", "seed", "global_batch_size", "train_samples", "eval_samples",
+                "gradient_accumulation_steps", "opt_name", "lars_opt_base_learning_rate",
+                "lars_opt_end_learning_rate", "lars_opt_learning_rate_decay_poly_power",
+                "lars_opt_learning_rate_decay_steps", "lars_epsilon",
+                "lars_opt_learning_rate_warmup_epochs", "lars_opt_momentum",
+                "lars_opt_weight_decay", "submission_org", "submission_platform"):
+        assert len(values(events, key)) == 1, key
+    assert values(events, "submission_division") == ["open"]
+    assert values(events, "train_samples") == [1500]
+    assert values(events, "eval_samples") == [297]
+    assert values(events, "jaxperf_data") == ["real"]
+    assert values(events, "jaxperf_preset") == ["tiny"]
+    # init_stop comes after compilation, before the clock starts.
+    keys = [e["key"] for e in events]
+    assert keys.index("init_start") < keys.index("init_stop") < keys.index("run_start")
+    verdict = compliance.check(os.path.join(workdir, "mlperf_log.txt"), "4.0.0")
+    assert verdict.passed, verdict.output
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_eight_devices_train_like_one(tiny_run, tmp_path, cache):
+    one_dir, _ = tiny_run
+    workdir = str(tmp_path / "eight")
+    proc = run_main([f"--workdir={workdir}", "--config.max_epochs=2"], cache, devices=8)
+    assert "on 8xcpu" in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == 1  # the 2-epoch budget ends the run before the target
+    assert "run_stop aborted: top1 >= 0.95 not reached within 2 epochs" in proc.stdout
+    eight = values(read_log(os.path.join(workdir, "mlperf_log.txt")), "eval_accuracy")
+    one = values(read_log(os.path.join(one_dir, "mlperf_log.txt")), "eval_accuracy")[:2]
+    # Same data, same seed, same math; summation order differs, so allow one flipped image.
+    assert len(eight) == 2
+    assert all(abs(a - b) <= 1.5 / 297 for a, b in zip(eight, one, strict=True)), (eight, one)
+
+
+def test_nan_loss_aborts_the_run(tmp_path, cache):
+    workdir = str(tmp_path / "nan")
+    proc = run_main([f"--workdir={workdir}", "--config.base_lr=1e30"], cache)
+    assert proc.returncode == 1
+    assert "run_stop aborted: non-finite training loss" in proc.stdout
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    stop = metadata(events, "run_stop")
+    assert len(stop) == 1 and stop[0]["status"] == "aborted"
+    assert "non-finite" in stop[0]["reason"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_pause_and_resume_continue_the_steps_and_the_log(tmp_path, cache):
+    workdir = str(tmp_path / "resume")
+    args = [f"--workdir={workdir}", "--checkpoint_every_blocks=1"]
+    first = run_main([*args, "--stop_after_blocks=2"], cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "paused after 2 blocks at epoch 2" in first.stdout
+    log = os.path.join(workdir, "mlperf_log.txt")
+    assert values(read_log(log), "run_stop") == []
+    second = run_main(args, cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "[resuming]" in second.stdout
+    events = read_log(log)
+    # One run: exactly one init/run start, and epochs that continue where they stopped.
+    assert len(values(events, "run_start")) == 1 and len(values(events, "init_stop")) == 1
+    firsts = [m["first_epoch_num"] for m in metadata(events, "block_start")]
+    assert firsts == list(range(1, len(firsts) + 1))
+    assert [m["epoch_num"] for m in metadata(events, "eval_accuracy")] == firsts
+    assert values(events, "jaxperf_resume") == [3]
+    assert compliance.check(log, "4.0.0").passed
+    # The optimizer's own step count went on from the checkpoint, not from zero: the
+    # newest checkpoint (saved after the resume) holds exactly 12 steps per epoch so far.
+    ckpt = Checkpointer(workdir)
+    epoch = ckpt.latest_epoch()
+    assert epoch >= 3
+    workload = ResNetWorkload()
+    cfg = workload.config("tiny")
+    cfg.compute_dtype = "float32"
+    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, k), jax.random.key(0)))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state, progress = ckpt.restore(epoch, abstract, jax.tree.map(lambda _: device, abstract))
+    ckpt.close()
+    assert progress["epoch"] == epoch
+    assert int(state.step) == epoch * 12  # 1500 examples at batch 128

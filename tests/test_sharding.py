@@ -1,0 +1,54 @@
+"""Sharding on 8 fake CPU devices (tests/conftest.py) must not change the numbers."""
+
+import jax
+import numpy as np
+import pytest
+
+from suite import compile as compile_lib
+from suite import mesh as mesh_lib
+from suite.errors import UserError
+from suite.workloads.resnet import ResNetWorkload
+
+
+def _losses(mesh, steps=4, batch_size=32):
+    workload = ResNetWorkload()
+    cfg = workload.config("tiny")
+    cfg.compute_dtype = "float32"
+    cfg.global_batch_size = batch_size
+    fns = compile_lib.build(workload, cfg, mesh, batch_size, 1)
+    state = fns.init(jax.random.key(0))
+    key = jax.device_put(jax.random.key(1), mesh_lib.replicated(mesh))
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        local = {
+            "image": rng.standard_normal((batch_size, 16, 16, 3)).astype(np.float32),
+            "label": rng.integers(0, 10, batch_size).astype(np.int32),
+        }
+        batch = mesh_lib.to_global(local, fns.batch_sharding)
+        state, metrics, key = fns.train_step(state, batch, key)
+        losses.append(float(metrics["loss"]))
+    return np.array(losses), batch, state
+
+
+def test_eight_devices_match_one():
+    assert jax.device_count() == 8
+    one, _, _ = _losses(mesh_lib.make_mesh(devices=jax.devices()[:1]))
+    eight, batch, state = _losses(mesh_lib.make_mesh())
+    # The batch really is split: each device holds 1/8 of the rows.
+    assert len(batch["image"].addressable_shards) == 8
+    assert batch["image"].addressable_shards[0].data.shape[0] == 4
+    np.testing.assert_allclose(eight, one, rtol=2e-5, atol=2e-6)
+
+
+def test_data_and_fsdp_axes_match_one_device():
+    one, _, _ = _losses(mesh_lib.make_mesh(devices=jax.devices()[:1]), steps=2)
+    mesh = mesh_lib.make_mesh(fsdp=2)
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "model": 1}
+    both, _, _ = _losses(mesh, steps=2)
+    np.testing.assert_allclose(both, one, rtol=2e-5, atol=2e-6)
+
+
+def test_mesh_that_does_not_divide_the_devices_is_refused():
+    with pytest.raises(UserError, match="does not divide 8 devices"):
+        mesh_lib.make_mesh(fsdp=3)
