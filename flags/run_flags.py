@@ -35,7 +35,15 @@ CHECK_LOG = flags.DEFINE_bool(
     "check_log", True, "Run the official MLPerf compliance checker on the log at the end.")
 MULTIHOST = flags.DEFINE_bool(
     "multihost", False,
-    "Call jax.distributed.initialize() first (Cloud TPU pods, SLURM, or JAX_COORDINATOR_* env).")
+    "Start JAX's distributed runtime (jax.distributed.initialize) before anything else. "
+    "On Cloud TPU pods, SLURM, Open MPI and Kubernetes JobSets JAX finds its peers itself; "
+    "elsewhere pass the three flags below.")
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (with --multihost).")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                     "Number of processes in the job (with --multihost).")
+PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                  "This process's index, 0-based (with --multihost).")
 
 
 def define_config(default) -> flags.FlagHolder:

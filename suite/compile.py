@@ -21,7 +21,6 @@ class Compiled:
     init: Any  # jitted: key -> state (sharded)
     train_step: Any  # compiled: (state, batch, key) -> (state, metrics, key)
     eval_step: Any  # compiled: (state, batch) -> sums
-    flops_compiled: float | None  # XLA's own estimate, for reference only
 
 
 def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int) -> Compiled:
@@ -69,7 +68,4 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
     with nn.logical_axis_rules(rules):
         train_c = train_jit.lower(abs_state, train_batch, key_spec).compile()
         eval_c = eval_jit.lower(abs_state, eval_batch).compile()
-    cost = train_c.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
-    flops = float(cost.get("flops", 0.0)) if isinstance(cost, dict) else None
-    return Compiled(mesh, shardings, abstract, batch_sh, init_jit, train_c, eval_c, flops)
+    return Compiled(mesh, shardings, abstract, batch_sh, init_jit, train_c, eval_c)

@@ -128,8 +128,10 @@ def _train(workload, cfg, opts, data, fns, state, log, ckpt, target, steps_per_e
         train_iter = workload.train_batches(
             cfg, opts.data_dir, local_batch_size=local_batch, process_index=pid,
             process_count=nproc, seed=opts.seed * 1000 + start_epoch)
-    key = jax.device_put(jax.random.fold_in(jax.random.key(opts.seed), start_epoch),
-                         mesh_lib.replicated(fns.mesh))
+    # Made by a jitted function, not device_put: in a multi-process job the replicated
+    # sharding spans devices this process cannot address directly.
+    key = jax.jit(lambda: jax.random.fold_in(jax.random.key(opts.seed), start_epoch),
+                  out_shardings=mesh_lib.replicated(fns.mesh))()
     peak = perf.peak_flops(jax.devices()[0].device_kind)
     flops = workload.flops_per_example(cfg)
     blocks_this_run, metrics, epoch = 0, {}, progress["epoch"]

@@ -79,6 +79,30 @@ def main(argv) -> None:
         _fail(str(e))
 
 
+def _prepare_workdir(workdir: str, resolved: dict) -> bool:
+    """Process 0 owns the workdir; every process learns whether the run resumes."""
+    import jax
+
+    if jax.process_count() == 1:
+        return workdir_lib.prepare(workdir, resolved)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    code, error = 2, None
+    if jax.process_index() == 0:
+        try:
+            code = int(workdir_lib.prepare(workdir, resolved))
+        except UserError as e:
+            error = e
+    # Every process must reach the broadcast, so process 0 raises only after it.
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    if error is not None:
+        raise error
+    if code == 2:
+        raise UserError(f"process 0 refused --workdir {workdir}; see its output")
+    return bool(code)
+
+
 def run() -> None:
     if not FLAGS["verbosity"].present:
         # JAX reports every platform it probes (TPU, CUDA) at INFO: noise on a CPU run.
@@ -86,7 +110,14 @@ def run() -> None:
     import jax
 
     if F.MULTIHOST.value:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize(F.COORDINATOR_ADDRESS.value, F.NUM_PROCESSES.value,
+                                       F.PROCESS_ID.value)
+        except ValueError as e:
+            raise UserError(
+                f"--multihost: {e}; pass --coordinator_address, --num_processes and "
+                "--process_id where JAX cannot detect the cluster"
+            ) from e
     from suite import loop
 
     workload = registry.get(F.WORKLOAD.value)
@@ -107,7 +138,7 @@ def run() -> None:
     # Through JSON, so it compares equal to what an earlier run wrote.
     resolved = json.loads(json.dumps({"options": dataclasses.asdict(opts),
                                       "config": cfg.to_dict()}))
-    resume = workdir_lib.prepare(opts.workdir, resolved)
+    resume = _prepare_workdir(opts.workdir, resolved)
     if is_main and not resume:
         config_lib.write(cfg, opts, opts.workdir)
     say(f"{workload.name} ({preset}, {opts.division} division) on {loop.platform_name()}: "
@@ -115,18 +146,16 @@ def run() -> None:
         f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
         + (" [resuming]" if resume else ""), flush=True)
     result = loop.run(workload, cfg, opts, data, resume)
-    if not is_main:
-        return
     if result.status == "paused":
-        print(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
+        say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
         return
     ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
-    print(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
-          f"{result.epochs} epochs. MLPerf log: {result.log_path}", flush=True)
-    if F.CHECK_LOG.value:
-        print(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
+    say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
+        f"{result.epochs} epochs. MLPerf log: {result.log_path}", flush=True)
+    if is_main and F.CHECK_LOG.value:
+        say(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
     # A synthetic run that used its budget did what was asked; anything else short of
-    # the target is a failed run.
+    # the target is a failed run, on every process of the job.
     if result.status != "success" and result.reason != loop.SYNTHETIC_DONE:
         sys.exit(1)
 

@@ -1,0 +1,51 @@
+"""Two processes on JAX's own distributed runtime (gloo on CPU), as on a multi-host pod."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+from suite import compliance
+from tests.helpers import ROOT, metadata, read_log, values
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_one_run_and_process_0_alone_logs(tmp_path):
+    workdir = str(tmp_path / "run")
+    port = _free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAXPERF_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    # Built once up front: two processes preparing one fresh dataset would race.
+    from input_pipelines import digits
+    digits.prepare(os.path.join(env["JAXPERF_CACHE"], "tfds"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "suite.main", "--multihost",
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}", f"--workdir={workdir}", "--config.max_epochs=2"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    # Both end the same way: the 2-epoch budget runs out before the target.
+    assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
+    assert "on 8xcpu" in outs[0][0] and "block 2/" in outs[0][0]
+    assert "block " not in outs[1][0] and ":::MLLOG" not in outs[1][0]
+    log = os.path.join(workdir, "mlperf_log.txt")
+    events = read_log(log)
+    assert values(events, "submission_platform") == ["8xcpu"]
+    assert len(values(events, "run_start")) == 1
+    assert metadata(events, "run_stop")[0]["status"] == "aborted"
+    # Each eval covered all 297 validation images exactly once across the two processes.
+    for acc in values(events, "eval_accuracy"):
+        assert abs(acc * 297 - round(acc * 297)) < 1e-6
+    # And it learned: the mean training loss fell from the first block to the second.
+    losses = [float(x) for x in re.findall(r"\| loss ([0-9.]+) \|", outs[0][0])]
+    assert len(losses) == 2 and losses[1] < losses[0] - 0.05, losses
+    assert compliance.check(log, "4.0.0").passed
