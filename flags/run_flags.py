@@ -31,6 +31,20 @@ CHECKPOINT_EVERY_BLOCKS = flags.DEFINE_integer(
 STOP_AFTER_BLOCKS = flags.DEFINE_integer(
     "stop_after_blocks", 0,
     "Pause after N blocks with a checkpoint; rerun the same command to resume (0: run to the end).")
+RUNS = flags.DEFINE_integer(
+    "runs", 1, "Train N times with seeds seed..seed+N-1 into <workdir>/run_<i>, then score them "
+    "as MLPerf does (drop the fastest and the slowest, average the rest).")
+SUBMISSION_DIR = flags.DEFINE_string(
+    "submission_dir", None, "With --runs: write an MLPerf training submission package here and "
+    "run the official package checker and result summarizer on it.")
+SYSTEM_NAME = flags.DEFINE_string(
+    "system_name", None, "Package system name (default: detected, e.g. 8xNVIDIA_H200).")
+SYSTEM = flags.DEFINE_multi_string(
+    "system", [], "Override a detected system-description field: --system=field=value "
+    "(repeatable), e.g. --system=host_processor_model_name='AMD EPYC 9654'.")
+BORROW_HPARAMS = flags.DEFINE_string(
+    "borrow_hparams", None, "Another submission's result log: run with its logged "
+    "hyperparameters (the closed division's tunable ones), recorded in the log.")
 CHECK_LOG = flags.DEFINE_bool(
     "check_log", True, "Run the official MLPerf compliance checker on the log at the end.")
 MULTIHOST = flags.DEFINE_bool(

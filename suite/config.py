@@ -32,6 +32,7 @@ class RunOptions:
     submission_status: str = "research"
     checkpoint_every_blocks: int = 0  # 0: never
     stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
+    borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
 
 
 def validate_options(workload: Workload, opts: RunOptions) -> None:

@@ -44,7 +44,7 @@ def platform_name() -> str:
     return f"{len(devices)}x{devices[0].device_kind}"
 
 
-def _log_setup(log, workload, cfg, opts, data, steps_per_epoch):
+def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
     log.event(C.CACHE_CLEAR, True)
     log.start(C.INIT_START)
     mlperf_log.submission_events(
@@ -62,9 +62,13 @@ def _log_setup(log, workload, cfg, opts, data, steps_per_epoch):
     log.event("jaxperf_preset", opts.preset)
     log.event("jaxperf_data", opts.data, source=data.source)
     log.event("jaxperf_target", workload.target_for(cfg).describe())
+    for key, value in notes.items():
+        log.event(key, value)
 
 
-def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool) -> RunResult:
+def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
+        notes: dict | None = None) -> RunResult:
+    """One timed run; notes are extra jaxperf_* events for the log's setup section."""
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     log = mlperf_log.MLPerfLog(opts.workdir, enabled=is_main)
@@ -75,7 +79,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool)
     progress = {"epoch": 0, "blocks": 0, "run_start_ms": None}
     try:
         if not resume:
-            _log_setup(log, workload, cfg, opts, data, steps_per_epoch)
+            _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes or {})
         mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
         local_batch = cfg.global_batch_size // jax.process_count()
         fns = compile_lib.build(workload, cfg, mesh, local_batch, jax.process_count())

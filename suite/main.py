@@ -9,8 +9,7 @@ Bad input ends in one line on stderr and exit code 2.
 
 # This module is the only reader of FLAGS.
 
-import dataclasses
-import json
+import math
 import os
 import sys
 import time
@@ -18,9 +17,8 @@ import time
 from absl import app, flags, logging
 
 from flags import run_flags as F
-from suite import compliance, registry
 from suite import config as config_lib
-from suite import workdir as workdir_lib
+from suite import division, registry
 from suite.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -66,7 +64,7 @@ def _options(workload, preset: str) -> config_lib.RunOptions:
         submission_org=F.SUBMISSION_ORG.value, submission_platform=F.SUBMISSION_PLATFORM.value,
         submission_status=F.SUBMISSION_STATUS.value,
         checkpoint_every_blocks=F.CHECKPOINT_EVERY_BLOCKS.value,
-        stop_after_blocks=F.STOP_AFTER_BLOCKS.value,
+        stop_after_blocks=F.STOP_AFTER_BLOCKS.value, borrow_hparams=F.BORROW_HPARAMS.value,
     )
 
 
@@ -79,28 +77,23 @@ def main(argv) -> None:
         _fail(str(e))
 
 
-def _prepare_workdir(workdir: str, resolved: dict) -> bool:
-    """Process 0 owns the workdir; every process learns whether the run resumes."""
-    import jax
-
-    if jax.process_count() == 1:
-        return workdir_lib.prepare(workdir, resolved)
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    code, error = 2, None
-    if jax.process_index() == 0:
-        try:
-            code = int(workdir_lib.prepare(workdir, resolved))
-        except UserError as e:
-            error = e
-    # Every process must reach the broadcast, so process 0 raises only after it.
-    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
-    if error is not None:
-        raise error
-    if code == 2:
-        raise UserError(f"process 0 refused --workdir {workdir}; see its output")
-    return bool(code)
+def _config(workload, preset: str, opts: config_lib.RunOptions, num_devices: int, backend: str):
+    """The run's config: preset, then borrowed hparams, then --config.* (the user's word wins)."""
+    cfg = _CONFIG.value
+    borrowed = {}
+    if opts.borrow_hparams:
+        explicit = {a.split("=", 1)[0][len("--config."):] for a in sys.argv
+                    if a.startswith("--config.")}
+        borrowed = {k: v for k, v in division.borrow(workload, opts.borrow_hparams).items()
+                    if k not in explicit}
+        for field, value in borrowed.items():
+            cfg[field] = value
+    cfg = config_lib.resolve(workload, cfg, num_devices, backend)
+    reference = config_lib.resolve(workload, workload.config(preset), num_devices, backend)
+    diff = division.changes(reference, cfg)
+    if opts.division == "closed":
+        division.check_closed(workload, diff)
+    return cfg, division.log_notes(diff, opts.borrow_hparams, borrowed)
 
 
 def run() -> None:
@@ -118,46 +111,48 @@ def run() -> None:
                 f"--multihost: {e}; pass --coordinator_address, --num_processes and "
                 "--process_id where JAX cannot detect the cluster"
             ) from e
-    from suite import loop
+    from suite import benchmark, runner
 
     workload = registry.get(F.WORKLOAD.value)
     preset = F.PRESET.value or ("reference" if F.DATA_DIR.value else "tiny")
     opts = _options(workload, preset)
-    is_main = jax.process_index() == 0
-    say = print if is_main else (lambda *a, **k: None)
+    if F.RUNS.value < 1:
+        raise UserError(f"--runs must be >= 1, got {F.RUNS.value}")
+    if F.SUBMISSION_DIR.value and F.RUNS.value < 3:
+        raise UserError("--submission_dir needs --runs: MLPerf scores several runs "
+                        f"({workload.name} needs {_required_runs(workload)})")
     if F.PRESET.value is None and preset == "tiny":
-        say("No --data_dir given: running the tiny preset on built-in data "
-            "(pass --data_dir=<tfds dir> for the full benchmark).", flush=True)
-    cfg = config_lib.resolve(workload, _CONFIG.value, jax.device_count(), jax.default_backend())
-    workdir_lib.check_writable(opts.workdir)
-    if opts.data == "synthetic":
-        data = loop.DataInfo(cfg.train_examples, cfg.eval_examples, "synthetic")
-    else:
-        data = workload.data_info(cfg, opts.data_dir)
-        cfg.train_examples, cfg.eval_examples = data.train_examples, data.eval_examples
-    # Through JSON, so it compares equal to what an earlier run wrote.
-    resolved = json.loads(json.dumps({"options": dataclasses.asdict(opts),
-                                      "config": cfg.to_dict()}))
-    resume = _prepare_workdir(opts.workdir, resolved)
-    if is_main and not resume:
-        config_lib.write(cfg, opts, opts.workdir)
-    say(f"{workload.name} ({preset}, {opts.division} division) on {loop.platform_name()}: "
-        f"data {data.source}, global batch {cfg.global_batch_size}, "
-        f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
-        + (" [resuming]" if resume else ""), flush=True)
-    result = loop.run(workload, cfg, opts, data, resume)
-    if result.status == "paused":
-        say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
+        runner.say("No --data_dir given: running the tiny preset on built-in data "
+                   "(pass --data_dir=<tfds dir> for the full benchmark).")
+    cfg, notes = _config(workload, preset, opts, jax.device_count(), jax.default_backend())
+    data = runner.data_info(workload, cfg, opts)
+    if F.RUNS.value == 1:
+        result = runner.run_one(workload, cfg, opts, data, notes=notes,
+                                check_log=F.CHECK_LOG.value)
+        if not runner.succeeded(result):
+            sys.exit(1)
         return
-    ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
-    say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
-        f"{result.epochs} epochs. MLPerf log: {result.log_path}", flush=True)
-    if is_main and F.CHECK_LOG.value:
-        say(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
-    # A synthetic run that used its budget did what was asked; anything else short of
-    # the target is a failed run, on every process of the job.
-    if result.status != "success" and result.reason != loop.SYNTHETIC_DONE:
+    logs = benchmark.run_many(workload, cfg, opts, data, runs=F.RUNS.value, notes=notes,
+                              check_log=F.CHECK_LOG.value)
+    if jax.process_index() != 0:
+        return
+    from suite import scoring
+
+    lines, score = benchmark.describe([scoring.read_run(p) for p in logs])
+    print("\n".join(lines), flush=True)
+    packaged = True
+    if F.SUBMISSION_DIR.value:
+        packaged = benchmark.package(workload, opts, logs, F.SUBMISSION_DIR.value,
+                                     system_name=F.SYSTEM_NAME.value,
+                                     system_fields=F.SYSTEM.value)
+    if score is None or math.isinf(score.seconds) or not packaged:
         sys.exit(1)
+
+
+def _required_runs(workload) -> int:
+    from mlperf_logging import benchmark_meta
+
+    return benchmark_meta.get_result_file_counts("training").get(workload.benchmark, 5)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,5 +22,14 @@ class Target:
         return value >= self.value if self.mode == "max" else value <= self.value
 
     def describe(self) -> str:
+        """'top1 >= 0.759': how logs (jaxperf_target) and output state the target."""
         op = ">=" if self.mode == "max" else "<="
         return f"{self.metric} {op} {self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Target | None":
+        """The inverse of describe(); None for text that is not a target."""
+        m = re.fullmatch(r"\s*(\S+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*", text)
+        if not m:
+            return None
+        return cls(m[1], float(m[3]), "max" if m[2] == ">=" else "min")

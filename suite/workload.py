@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from suite.errors import UserError
 from suite.target import Target
 
 Batch = Mapping[str, np.ndarray]
@@ -34,6 +35,9 @@ class Workload(abc.ABC):
     ruleset: str  # compliance checker ruleset version, e.g. "4.0.0"
     target: Target  # the closed-division target
     presets: tuple[str, ...] = ("reference", "tiny")
+    # Config fields (dotted) a closed-division run may change: the rules' tunable
+    # hyperparameters. Everything else is fixed by the reference.
+    closed_tunable: frozenset[str] = frozenset()
 
     # ----- configuration -------------------------------------------------
     @abc.abstractmethod
@@ -93,6 +97,10 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:
         """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants."""
+
+    def config_from_hparams(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Closed-tunable config values recovered from another run's logged hparams."""
+        raise UserError(f"--borrow_hparams is not supported for {self.name} yet")
 
     @abc.abstractmethod
     def flops_per_example(self, cfg) -> float:

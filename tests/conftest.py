@@ -11,3 +11,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory):
+    """One real 5-run benchmark of the tiny preset, packaged: shared by the tests of
+    scoring, packaging and reporting, since five trainings dominate their cost.
+
+    Returns (workdir holding run_<i>/, submission dir, the finished process).
+    """
+    import subprocess
+
+    base = tmp_path_factory.mktemp("tiny-benchmark")
+    workdir, submission_dir = str(base / "runs"), str(base / "submission")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAXPERF_CACHE=str(base / "cache"), PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite.main", "--workload=resnet", "--runs=5",
+         f"--workdir={workdir}", f"--submission_dir={submission_dir}",
+         "--submission_platform=1xcpu", "--nocheck_log"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir, submission_dir, proc

@@ -24,7 +24,7 @@ def test_reference_preset_reads_imagenet_in_its_real_format(tmp_path, cache):
     proc = run_main([f"--data_dir={data_dir}", "--division=open", f"--workdir={workdir}",
                      "--config.global_batch_size=8", "--config.max_epochs=1",
                      "--config.image_size=64", "--config.eval_offset_epochs=1"], cache)
-    assert "resnet (reference, open division)" in proc.stdout, proc.stderr[-3000:]
+    assert "resnet (reference, open division, seed 0)" in proc.stdout, proc.stderr[-3000:]
     assert proc.returncode == 1  # one epoch on 40 images reaches no 75.9 %
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
     assert values(events, "train_samples") == [40]

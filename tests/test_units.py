@@ -82,3 +82,9 @@ def test_mfu_from_hand_counted_flops():
     # 7,284 img/s (the flax example on one H200) is about 18 % of its bf16 peak.
     assert perf.mfu(flops, 7284, 989e12, 1) == pytest.approx(0.1807, abs=1e-3)
     assert perf.mfu(flops, 7284, None, 1) is None
+
+
+def test_target_text_round_trips():
+    for target in (Target("top1", 0.759, "max"), Target("loss", 2.5, "min")):
+        assert Target.parse(target.describe()) == target
+    assert Target.parse("not a target") is None

@@ -13,6 +13,7 @@ from flax import struct
 from mlperf_logging.mllog import constants as C
 
 from models import resnet as resnet_models
+from suite.errors import UserError
 from suite.target import Target
 from suite.workload import DataInfo, Workload
 
@@ -39,6 +40,9 @@ class ResNetWorkload(Workload):
     benchmark = C.RESNET
     ruleset = "4.0.0"
     target = Target("top1", 0.759, "max")
+    # MLPerf training rules, ResNet with LARS: what a closed submission may tune.
+    closed_tunable = frozenset({"global_batch_size", "base_lr", "warmup_epochs", "train_epochs",
+                                "momentum", "weight_decay", "eval_offset_epochs"})
 
     def config(self, preset: str) -> ml_collections.ConfigDict:
         c = ml_collections.ConfigDict()
@@ -249,6 +253,32 @@ class ResNetWorkload(Workload):
             C.LARS_OPT_WEIGHT_DECAY: cfg.weight_decay,
             C.MODEL_BN_SPAN: cfg.global_batch_size,
         }
+
+    def config_from_hparams(self, hparams):
+        if hparams.get(C.OPT_NAME) != C.LARS:
+            raise UserError(
+                f"the log's optimizer is {hparams.get(C.OPT_NAME)!r}; jaxperf's resnet borrows "
+                "LARS hyperparameters only"
+            )
+        direct = {
+            C.GLOBAL_BATCH_SIZE: "global_batch_size",
+            C.LARS_OPT_BASE_LEARNING_RATE: "base_lr",
+            C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: "warmup_epochs",
+            C.LARS_OPT_MOMENTUM: "momentum",
+            C.LARS_OPT_WEIGHT_DECAY: "weight_decay",
+        }
+        values = {field: hparams[key] for key, field in direct.items() if key in hparams}
+        decay = hparams.get(C.LARS_OPT_LR_DECAY_STEPS)
+        samples, batch = hparams.get(C.TRAIN_SAMPLES), hparams.get(C.GLOBAL_BATCH_SIZE)
+        if decay and samples and batch:
+            # The schedule length is logged in steps; ours is in epochs of this batch size.
+            steps_per_epoch = math.ceil(samples / batch)
+            values["train_epochs"] = round(
+                decay / steps_per_epoch + values.get("warmup_epochs", 0.0))
+        for field in ("base_lr", "warmup_epochs", "momentum", "weight_decay"):
+            if field in values:
+                values[field] = float(values[field])
+        return values
 
     def flops_per_example(self, cfg):
         shape = {

@@ -1,0 +1,81 @@
+"""One run from resolved inputs: data check, workdir, the timed loop, the checker's verdict."""
+
+import dataclasses
+import json
+
+import jax
+
+from suite import compliance, loop
+from suite import config as config_lib
+from suite import workdir as workdir_lib
+from suite.config import RunOptions
+from suite.errors import UserError
+from suite.loop import RunResult
+from suite.workload import DataInfo, Workload
+
+
+def say(*args, **kwargs) -> None:
+    """print on process 0 only: one copy of each line per job, not per host."""
+    if jax.process_index() == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def _prepare_workdir(workdir: str, resolved: dict) -> bool:
+    """Process 0 owns the workdir; every process learns whether the run resumes."""
+    if jax.process_count() == 1:
+        return workdir_lib.prepare(workdir, resolved)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    code, error = 2, None
+    if jax.process_index() == 0:
+        try:
+            code = int(workdir_lib.prepare(workdir, resolved))
+        except UserError as e:
+            error = e
+    # Every process must reach the broadcast, so process 0 raises only after it.
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    if error is not None:
+        raise error
+    if code == 2:
+        raise UserError(f"process 0 refused --workdir {workdir}; see its output")
+    return bool(code)
+
+
+def data_info(workload: Workload, cfg, opts: RunOptions) -> DataInfo:
+    """The data's true sizes (written into cfg); raises UserError when it is missing."""
+    if opts.data == "synthetic":
+        return DataInfo(cfg.train_examples, cfg.eval_examples, "synthetic")
+    data = workload.data_info(cfg, opts.data_dir)
+    cfg.train_examples, cfg.eval_examples = data.train_examples, data.eval_examples
+    return data
+
+
+def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes: dict,
+            check_log: bool) -> RunResult:
+    workdir_lib.check_writable(opts.workdir)
+    # Through JSON, so it compares equal to what an earlier run wrote.
+    resolved = json.loads(json.dumps({"options": dataclasses.asdict(opts),
+                                      "config": cfg.to_dict()}))
+    resume = _prepare_workdir(opts.workdir, resolved)
+    if jax.process_index() == 0 and not resume:
+        config_lib.write(cfg, opts, opts.workdir)
+    say(f"{workload.name} ({opts.preset}, {opts.division} division, seed {opts.seed}) on "
+        f"{loop.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
+        f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
+        + (" [resuming]" if resume else ""))
+    result = loop.run(workload, cfg, opts, data, resume, notes)
+    if result.status == "paused":
+        say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
+        return result
+    ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
+    say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
+        f"{result.epochs} epochs. MLPerf log: {result.log_path}")
+    if check_log and jax.process_index() == 0:
+        say(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
+    return result
+
+
+def succeeded(result: RunResult) -> bool:
+    """A synthetic run that used its budget did what was asked; else only success counts."""
+    return result.status in ("success", "paused") or result.reason == loop.SYNTHETIC_DONE
