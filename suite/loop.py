@@ -86,17 +86,19 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
         if resume:
             state, progress = ckpt.restore(ckpt.latest_epoch(), fns.abstract_state,
                                            fns.state_shardings)
+            train_iter = _train_batches(workload, cfg, opts, progress["epoch"] + 1)
             log.event("jaxperf_resume", progress["epoch"] + 1)
             run_started = True
             run_start_ms = progress["run_start_ms"]
         else:
             state = fns.init(jax.random.key(opts.seed))
+            train_iter = _train_batches(workload, cfg, opts, 1)
             jax.block_until_ready(state)
             log.end(C.INIT_STOP)
             run_start_ms = int(time.time() * 1e3)
             log.start(C.RUN_START, time_ms=run_start_ms)
             run_started = True
-        result = _train(workload, cfg, opts, data, fns, state, log, ckpt, target,
+        result = _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
                         steps_per_epoch, progress, run_start_ms, say)
     except KeyboardInterrupt:
         ckpt.close()
@@ -118,20 +120,25 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
     return result
 
 
-def _train(workload, cfg, opts, data, fns, state, log, ckpt, target, steps_per_epoch,
-           progress, run_start_ms, say) -> RunResult:
-    schedule = config_lib.block_schedule(cfg)
-    pid, nproc = jax.process_index(), jax.process_count()
-    local_batch = cfg.global_batch_size // nproc
-    start_epoch = progress["epoch"] + 1
+def _train_batches(workload, cfg, opts, start_epoch: int):
+    """The training input pipeline, built but not yet read from.
+
+    Built before run_start: constructing a tf.data graph reads no data but takes seconds
+    (tracing the decode/augment functions), which is set-up, not training.
+    """
+    local_batch = cfg.global_batch_size // jax.process_count()
     if opts.data == "synthetic":
-        train_iter = synthetic.batches(
-            workload.batch_spec(cfg, "train", local_batch), seed=opts.seed)
-    else:
-        # A resumed run must not replay the order it already saw.
-        train_iter = workload.train_batches(
-            cfg, opts.data_dir, local_batch_size=local_batch, process_index=pid,
-            process_count=nproc, seed=opts.seed * 1000 + start_epoch)
+        return synthetic.batches(workload.batch_spec(cfg, "train", local_batch), seed=opts.seed)
+    # A resumed run must not replay the order it already saw.
+    return workload.train_batches(
+        cfg, opts.data_dir, local_batch_size=local_batch, process_index=jax.process_index(),
+        process_count=jax.process_count(), seed=opts.seed * 1000 + start_epoch)
+
+
+def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
+           steps_per_epoch, progress, run_start_ms, say) -> RunResult:
+    schedule = config_lib.block_schedule(cfg)
+    start_epoch = progress["epoch"] + 1
     # Made by a jitted function, not device_put: in a multi-process job the replicated
     # sharding spans devices this process cannot address directly.
     key = jax.jit(lambda: jax.random.fold_in(jax.random.key(opts.seed), start_epoch),

@@ -84,7 +84,11 @@ class Workload(abc.ABC):
         self, cfg, data_dir: str | None, *, local_batch_size: int, process_index: int,
         process_count: int, seed: int,
     ) -> Iterator[Batch]:
-        """Infinite iterator of this process's share of each global batch."""
+        """Infinite iterator of this process's share of each global batch.
+
+        Called before run_start: build the pipeline here, but read no data until the
+        first next() (MLPerf's clock must cover every read of the data).
+        """
 
     @abc.abstractmethod
     def eval_batches(
