@@ -6,13 +6,12 @@ The ruleset defaults to the one of the workload named in the log's
 submission_benchmark. Prints PASS or the checker's reasons; exit 0 on PASS, 1 on FAIL.
 """
 
-import json
 import os
 import sys
 
 from absl import app, flags
 
-from suite import compliance, registry
+from suite import compliance, registry, scoring
 from suite.errors import UserError
 from suite.mlperf_log import LOG_NAME
 
@@ -21,18 +20,10 @@ _RULESET = flags.DEFINE_string("ruleset", None, "Ruleset version, e.g. 4.0.0.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Print the checker's full output.")
 
 
-def benchmark_of(log_path: str) -> str | None:
-    with open(log_path, errors="replace") as f:
-        for line in f:
-            if '"submission_benchmark"' in line and ":::MLLOG" in line:
-                return json.loads(line.split(":::MLLOG", 1)[1])["value"]
-    return None
-
-
 def ruleset_for(log_path: str, workload: str | None) -> str:
     if workload:
         return registry.get(workload).ruleset
-    bench = benchmark_of(log_path)
+    bench = scoring.read_run(log_path).benchmark or None
     for name in registry.names():
         if registry.get(name).benchmark == bench:
             return registry.get(name).ruleset
