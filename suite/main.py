@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from flags import run_flags as F
 from suite import config as config_lib
 from suite import division, registry
+from suite import workdir as workdir_lib
 from suite.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -125,6 +126,8 @@ def run() -> None:
         runner.say("No --data_dir given: running the tiny preset on built-in data "
                    "(pass --data_dir=<tfds dir> for the full benchmark).")
     cfg, notes = _config(workload, preset, opts, jax.device_count(), jax.default_backend())
+    # Before the data check, which can take seconds (preparing built-in data, say).
+    workdir_lib.check_writable(opts.workdir)
     data = runner.data_info(workload, cfg, opts)
     if F.RUNS.value == 1:
         result = runner.run_one(workload, cfg, opts, data, notes=notes,

@@ -1,5 +1,6 @@
 """MLPerf image classification: ResNet-50 v1.5 on ImageNet to 75.9 % top-1, LARS."""
 
+import functools
 import math
 import os
 from typing import Any
@@ -25,6 +26,19 @@ def builtin_data_dir() -> str:
     root = os.environ.get("JAXPERF_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxperf")
     return os.path.join(root, "tfds")
+
+
+@functools.lru_cache(maxsize=8)
+def _open_dataset(dataset: str, data_dir: str | None):
+    """The tfds builder, opened (or, for built-in data, prepared) once per process:
+    data_info, the train pipeline and every eval would otherwise each re-read its metadata."""
+    from input_pipelines import image_classification
+
+    if dataset == "jaxperf_digits":
+        from input_pipelines import digits
+
+        return digits.prepare(data_dir or builtin_data_dir())
+    return image_classification.open_builder(dataset, data_dir)
 
 
 @struct.dataclass
@@ -192,13 +206,7 @@ class ResNetWorkload(Workload):
         return spec
 
     def _builder(self, cfg, data_dir):
-        from input_pipelines import image_classification
-
-        if cfg.dataset == "jaxperf_digits":
-            from input_pipelines import digits
-
-            return digits.prepare(data_dir or builtin_data_dir())
-        return image_classification.open_builder(cfg.dataset, data_dir)
+        return _open_dataset(cfg.dataset, data_dir or None)
 
     def data_info(self, cfg, data_dir):
         from input_pipelines import image_classification
