@@ -63,7 +63,8 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
     global_batch = local_batch * process_count
     abs_state = placed(abstract, shardings)
     train_batch = placed(workload.batch_spec(cfg, "train", global_batch), batch_sh)
-    eval_batch = placed(workload.batch_spec(cfg, "eval", global_batch), batch_sh)
+    eval_batch = placed(workload.batch_spec(cfg, "eval", workload.eval_batch_size(cfg)),
+                        batch_sh)
     key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
     with nn.logical_axis_rules(rules):
         train_c = train_jit.lower(abs_state, train_batch, key_spec).compile()

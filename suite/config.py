@@ -93,12 +93,22 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
             f"--config.compute_dtype must be auto, float32, bfloat16 or float16, "
             f"got {cfg.compute_dtype!r}"
         )
-    data_parallel = num_devices // (cfg.mesh.model or 1)
-    if cfg.global_batch_size % data_parallel or cfg.global_batch_size % jax.process_count():
+    if not isinstance(cfg.mesh.fsdp, int) or not isinstance(cfg.mesh.model, int) or min(
+            cfg.mesh.fsdp, cfg.mesh.model) < 1 or num_devices % (cfg.mesh.fsdp * cfg.mesh.model):
         raise UserError(
-            f"--config.global_batch_size={cfg.global_batch_size} must divide evenly over "
-            f"{data_parallel} data-parallel devices and {jax.process_count()} processes"
-        )
+            f"mesh fsdp={cfg.mesh.fsdp} x model={cfg.mesh.model} does not divide {num_devices} "
+            "devices; set --config.mesh.fsdp and --config.mesh.model to divisors of the device "
+            "count")
+    data_parallel = num_devices // cfg.mesh.model
+    batches = [("global_batch_size", cfg.global_batch_size)]
+    if cfg.get("eval_batch_size"):
+        _positive_int(cfg, "eval_batch_size")
+        batches.append(("eval_batch_size", cfg.eval_batch_size))
+    for field, size in batches:
+        if size % data_parallel or size % jax.process_count():
+            raise UserError(
+                f"--config.{field}={size} must divide evenly over {data_parallel} "
+                f"data-parallel devices and {jax.process_count()} processes")
     return cfg
 
 

@@ -15,7 +15,7 @@ from suite import mesh as mesh_lib
 from suite import mlperf_log, perf
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
-from suite.workload import DataInfo, Workload
+from suite.workload import DataInfo, Logged, Workload
 
 
 @dataclasses.dataclass
@@ -57,7 +57,10 @@ def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
     log.event(C.TRAIN_SAMPLES, data.train_examples)
     log.event(C.EVAL_SAMPLES, data.eval_examples)
     for key, value in workload.mllog_hparams(cfg, steps_per_epoch).items():
-        log.event(key, value)
+        if isinstance(value, Logged):
+            log.event(key, value.value, **value.metadata)
+        else:
+            log.event(key, value)
     # jaxperf's own keys: the checker ignores unknown keys, readers of the log do not.
     log.event("jaxperf_preset", opts.preset)
     log.event("jaxperf_data", opts.data, source=data.source)
@@ -72,7 +75,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     log = mlperf_log.MLPerfLog(opts.workdir, enabled=is_main)
-    steps_per_epoch = math.ceil(data.train_examples / cfg.global_batch_size)
+    steps_per_epoch = data.epoch_steps(cfg.global_batch_size)
     target = workload.target_for(cfg)
     ckpt = Checkpointer(opts.workdir)
     run_started, run_start_ms = False, None
@@ -205,17 +208,17 @@ def _stop(log, status, reason, epoch, metrics, run_start_ms) -> RunResult:
 
 def _evaluate(workload, cfg, opts, data, fns, state, log, epoch) -> dict:
     log.start(C.EVAL_START, epoch_num=epoch)
-    local_batch = cfg.global_batch_size // jax.process_count()
+    global_batch = workload.eval_batch_size(cfg)
+    local_batch = global_batch // jax.process_count()
     if opts.data == "synthetic":
-        steps = math.ceil(data.eval_examples / cfg.global_batch_size)
+        steps = math.ceil(data.eval_examples / global_batch)
         batches = synthetic.eval_batches(workload.batch_spec(cfg, "eval", local_batch), steps)
     else:
         batches = workload.eval_batches(
             cfg, opts.data_dir, local_batch_size=local_batch,
             process_index=jax.process_index(), process_count=jax.process_count())
-    sums = [fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)) for b in batches]
-    totals = {k: float(np.sum([s[k] for s in jax.device_get(sums)])) for k in sums[0]}
-    metrics = workload.finalize_eval(cfg, totals)
+    outputs = [fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)) for b in batches]
+    metrics = workload.finalize_eval(cfg, jax.device_get(outputs))
     log.end(C.EVAL_STOP, epoch_num=epoch)
     target_metric = workload.target.metric
     log.event(C.EVAL_ACCURACY, metrics[target_metric], epoch_num=epoch)

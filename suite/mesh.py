@@ -5,7 +5,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from suite.errors import UserError
 
@@ -23,9 +23,13 @@ def make_mesh(fsdp: int = 1, model: int = 1, devices=None) -> Mesh:
             "set --config.mesh.fsdp and --config.mesh.model to divisors of the device count"
         )
     shape = (n // (fsdp * model), fsdp, model)
+    # Auto axes: the runner fixes the shardings of params, batches and outputs, and XLA's
+    # partitioner places everything in between (an embedding gather over a vocab-split
+    # table, say). Explicit axes would make each such op spell out its output sharding.
+    types = (AxisType.Auto,) * len(AXES)
     if len(devices) == len(jax.devices()):
-        return jax.make_mesh(shape, AXES, devices=devices)
-    return Mesh(np.asarray(devices).reshape(shape), AXES)
+        return jax.make_mesh(shape, AXES, types, devices=devices)
+    return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=types)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

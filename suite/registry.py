@@ -7,8 +7,9 @@ from suite.workload import Workload
 def _workloads() -> dict[str, type[Workload]]:
     # Imported here so that listing names does not need every model at import time.
     from suite.workloads.resnet import ResNetWorkload
+    from suite.workloads.transformer import TransformerWorkload
 
-    return {w.name: w for w in (ResNetWorkload,)}
+    return {w.name: w for w in (ResNetWorkload, TransformerWorkload)}
 
 
 def names() -> list[str]:

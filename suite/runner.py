@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import shutil
 
 import jax
 
@@ -60,6 +62,8 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
     resume = _prepare_workdir(opts.workdir, resolved)
     if jax.process_index() == 0 and not resume:
         config_lib.write(cfg, opts, opts.workdir)
+        for name, path in workload.artifacts(cfg).items():
+            shutil.copyfile(path, os.path.join(opts.workdir, name))
     say(f"{workload.name} ({opts.preset}, {opts.division} division, seed {opts.seed}) on "
         f"{loop.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
         f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"

@@ -7,6 +7,7 @@ functions the runner jits with shardings of its choosing.
 
 import abc
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -27,6 +28,27 @@ class DataInfo:
     train_examples: int
     eval_examples: int
     source: str  # printed and logged: "imagenet2012 from /data", "synthetic", ...
+    # Where one training example is not one batch row (packed sequences), the workload
+    # says how many steps make an epoch; otherwise it is train_examples / global batch.
+    steps_per_epoch: int | None = None
+
+    def epoch_steps(self, global_batch_size: int) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return math.ceil(self.train_examples / global_batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    """An mllog_hparams value that carries metadata (e.g. max_sequence_length's method)."""
+
+    value: Any
+    metadata: dict
+
+
+def sum_outputs(outputs: list[dict]) -> dict[str, float]:
+    """Totals of per-batch eval sums: what most finalize_eval implementations start from."""
+    return {k: float(np.sum([o[k] for o in outputs])) for k in outputs[0]} if outputs else {}
 
 
 class Workload(abc.ABC):
@@ -64,11 +86,22 @@ class Workload(abc.ABC):
 
     @abc.abstractmethod
     def eval_step(self, cfg, state, batch: Batch) -> dict:
-        """Per-batch sums (e.g. correct, count) that finalize_eval turns into metrics."""
+        """Per-batch outputs: sums (correct, count) or per-example arrays (decoded tokens).
+        They come back replicated, so every process sees the whole eval set's outputs."""
 
     @abc.abstractmethod
-    def finalize_eval(self, cfg, sums: dict[str, float]) -> dict[str, float]:
-        """Metrics from the sums over the whole eval set; must include target.metric."""
+    def finalize_eval(self, cfg, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Metrics from the host copies of every eval batch's outputs, in batch order;
+        must include target.metric."""
+
+    def eval_batch_size(self, cfg) -> int:
+        """Global batch of the eval step; decoding workloads use a smaller one than training."""
+        return cfg.get("eval_batch_size") or cfg.global_batch_size
+
+    def artifacts(self, cfg) -> dict[str, str]:
+        """Files a run depends on (name in the workdir -> path), copied into its workdir
+        so that the run can be reproduced from the workdir alone (e.g. a vocabulary)."""
+        return {}
 
     # ----- data ----------------------------------------------------------
     @abc.abstractmethod
@@ -100,7 +133,8 @@ class Workload(abc.ABC):
     # ----- reporting -----------------------------------------------------
     @abc.abstractmethod
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:
-        """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants."""
+        """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants;
+        a value is plain or a Logged(value, metadata)."""
 
     def config_from_hparams(self, hparams: dict[str, Any]) -> dict[str, Any]:
         """Closed-tunable config values recovered from another run's logged hparams."""

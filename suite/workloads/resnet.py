@@ -16,7 +16,7 @@ from mlperf_logging.mllog import constants as C
 from models import resnet as resnet_models
 from suite.errors import UserError
 from suite.target import Target
-from suite.workload import DataInfo, Workload
+from suite.workload import DataInfo, Workload, sum_outputs
 
 IMAGENET_TRAIN, IMAGENET_EVAL = 1_281_167, 50_000
 
@@ -194,7 +194,8 @@ class ResNetWorkload(Workload):
         correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
         return {"correct": correct.sum(), "count": batch["mask"].sum()}
 
-    def finalize_eval(self, cfg, sums):
+    def finalize_eval(self, cfg, outputs):
+        sums = sum_outputs(outputs)
         return {"top1": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
 
     # ----- data ----------------------------------------------------------
