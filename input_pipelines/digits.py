@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
 from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from suite.errors import UserError
+from input_pipelines import tfds_common
 
 NAME = "jaxperf_digits"
 IMAGE_SIZE = 32
@@ -103,28 +102,7 @@ def prepare(data_dir: str) -> tfds.core.DatasetBuilder:
     Idempotent and quick (a few seconds). Two processes preparing the same fresh data_dir at
     once may race on tfds's final rename, so multi-process runs should prepare once up front.
     """
-    from google.protobuf import json_format
-
-    try:
-        builder = JaxperfDigits(data_dir=data_dir)
-    except (json_format.ParseError, ValueError, OSError) as e:
-        detail = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"unreadable {NAME} under {data_dir} ({detail}); delete "
-            f"{data_dir}/{NAME} and prepare it again"
-        ) from e
-    if not builder.is_prepared():
-        # Nothing is downloaded, so tfds's download folder would only leave empty litter in
-        # data_dir; try_download_gcs=False: never look for a pre-built copy online.
-        print(f"Preparing the built-in {NAME} dataset under {data_dir} (once, a few seconds).",
-              flush=True)
-        tfds.disable_progress_bar()  # tqdm bars would bury the run's own output
-        with tempfile.TemporaryDirectory() as download_dir:
-            builder.download_and_prepare(
-                download_dir=download_dir,
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-            )
-    return builder
+    return tfds_common.prepare_builtin(JaxperfDigits, NAME, data_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

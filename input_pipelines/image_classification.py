@@ -7,15 +7,14 @@ without TensorFlow, can import this module.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from input_pipelines.tfds_common import one_line, tf_modules
 from suite.errors import UserError
 
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -31,32 +30,6 @@ _PREPARE_HINTS = {
 }
 
 
-@functools.cache
-def _tf() -> tuple[Any, Any]:
-    """Imports (tensorflow, tensorflow_datasets), keeping TensorFlow off accelerators."""
-    try:
-        import tensorflow as tf
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise UserError(
-            f"real-data input needs TensorFlow and tensorflow-datasets ({e}); install them "
-            "(pip install tensorflow-cpu tensorflow-datasets) or run with synthetic data"
-        ) from e
-    try:
-        # TF would otherwise reserve the GPU memory that JAX needs; tf.data only needs CPUs.
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass  # TF's devices are already initialised by the caller; respect their choice.
-    return tf, tfds
-
-
-def _one_line(error: BaseException) -> str:
-    # TF errors embed graph-node and op markers that say nothing to a user.
-    text = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*", " ", str(error), flags=re.DOTALL)
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def open_builder(name: str, data_dir: str):  # -> tfds.core.DatasetBuilder
     """Returns tfds's builder for `name` prepared under `data_dir`, or raises UserError."""
     if not data_dir or not os.path.isdir(data_dir):
@@ -64,7 +37,7 @@ def open_builder(name: str, data_dir: str):  # -> tfds.core.DatasetBuilder
             f"data_dir {data_dir!r} does not exist; pass --data_dir pointing at a tfds data "
             f"directory that holds a prepared {name}"
         )
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     from google.protobuf import json_format
 
     hint = _PREPARE_HINTS.get(name, f"tfds build {name} --data_dir=DATA_DIR").replace(
@@ -82,7 +55,7 @@ def open_builder(name: str, data_dir: str):  # -> tfds.core.DatasetBuilder
         raise UserError(not_prepared) from e
     except (json_format.ParseError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
         raise UserError(
-            f"unreadable dataset_info for {name} under {data_dir} ({_one_line(e)}); delete "
+            f"unreadable dataset_info for {name} under {data_dir} ({one_line(e)}); delete "
             f"{dataset_dir} and prepare it again with {hint}"
         ) from e
     if not builder.is_prepared():
@@ -97,7 +70,7 @@ def num_examples(builder, split: str) -> int:
     except (KeyError, ValueError) as e:
         raise UserError(
             f"split {split!r} is not in {builder.info.full_name} in {builder.data_dir} "
-            f"({_one_line(e)}); pick one of {sorted(builder.info.splits.keys())}"
+            f"({one_line(e)}); pick one of {sorted(builder.info.splits.keys())}"
         ) from e
 
 
@@ -110,7 +83,7 @@ def _process_shard(builder, split: str, process_index: int, process_count: int):
     """(this process's contiguous slice of `split`, its size); slices cover it exactly once."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    _, tfds = _tf()
+    _, tfds = tf_modules()
     num_examples(builder, split)  # a bad split name fails here, with the split's own name
     shard = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
     return shard, num_examples(builder, shard)
@@ -118,7 +91,7 @@ def _process_shard(builder, split: str, process_index: int, process_count: int):
 
 def _center_window(jpeg_shape, crop_fraction: float):
     """Square [y, x, h, w] window of crop_fraction x the shorter side, centred."""
-    tf, _ = _tf()
+    tf, _ = tf_modules()
     height, width = jpeg_shape[0], jpeg_shape[1]
     side = tf.cast(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
     side = tf.maximum(side, 1)
@@ -126,14 +99,14 @@ def _center_window(jpeg_shape, crop_fraction: float):
 
 
 def _normalize(image, mean_rgb: Sequence[float], std_rgb: Sequence[float], dtype):
-    tf, _ = _tf()
+    tf, _ = tf_modules()
     image = (image - tf.constant(mean_rgb, tf.float32)) / tf.constant(std_rgb, tf.float32)
     return tf.cast(image, tf.as_dtype(np.dtype(dtype)))
 
 
 def _to_numpy(dataset, builder) -> Iterator[dict[str, np.ndarray]]:
     """tfds.as_numpy, with damaged data files reported as UserError rather than TF traces."""
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     where = f"{builder.info.full_name} in {builder.data_dir}"
     # Bound now: at interpreter exit, closing an unfinished generator evaluates the except
     # clauses after TensorFlow's module attributes have already been torn down.
@@ -143,13 +116,13 @@ def _to_numpy(dataset, builder) -> Iterator[dict[str, np.ndarray]]:
         yield from tfds.as_numpy(dataset)
     except damaged as e:
         raise UserError(
-            f"data files of {where} are damaged or missing ({_one_line(e)}); prepare it again"
+            f"data files of {where} are damaged or missing ({one_line(e)}); prepare it again"
         ) from e
     except invalid as e:
         if "jpeg" not in str(e).lower():
             raise  # a pipeline bug, not bad data: keep the traceback
         raise UserError(
-            f"an image in {where} is not a readable JPEG ({_one_line(e)}); prepare it again"
+            f"an image in {where} is not a readable JPEG ({one_line(e)}); prepare it again"
         ) from e
 
 
@@ -176,7 +149,7 @@ def train_batches(
     Reads only this process's shard of `split`. Everything random derives from
     (seed, process_index), so a rerun with the same arguments yields the same batches.
     """
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     shard, shard_size = _process_shard(builder, split, process_index, process_count)
     if shard_size == 0:
         raise UserError(
@@ -252,7 +225,7 @@ def eval_batches(
     Across processes every example appears exactly once, and every process yields the same
     eval_steps(...) full-size batches (padded with mask 0), so collective eval steps line up.
     """
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     shard, shard_size = _process_shard(builder, split, process_index, process_count)
     steps = eval_steps(builder, split, local_batch_size * process_count)
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import functools
 import random
-import tempfile
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
 from num2words import num2words
 
+from input_pipelines import tfds_common
 from suite.errors import UserError
 
 NAME = "jaxperf_numbers_translate"
@@ -183,27 +183,7 @@ class JaxperfNumbersTranslate(tfds.core.GeneratorBasedBuilder):
 def prepare(data_dir: str) -> tfds.core.DatasetBuilder:
     """Builds jaxperf_numbers_translate under data_dir unless it is already there; returns the
     builder. Idempotent and quick (a few seconds); prepare once before starting processes."""
-    from google.protobuf import json_format
-
-    try:
-        builder = JaxperfNumbersTranslate(data_dir=data_dir)
-    except (json_format.ParseError, ValueError, KeyError, OSError) as e:
-        detail = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"unreadable {NAME} under {data_dir} ({detail}); delete "
-            f"{data_dir}/{NAME} and prepare it again"
-        ) from e
-    if not builder.is_prepared():
-        print(f"Preparing the built-in {NAME} dataset under {data_dir} (once, a few seconds).",
-              flush=True)
-        tfds.disable_progress_bar()  # tqdm bars would bury the run's own output
-        # Nothing is downloaded: a temporary download folder keeps data_dir free of litter.
-        with tempfile.TemporaryDirectory() as download_dir:
-            builder.download_and_prepare(
-                download_dir=download_dir,
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-            )
-    return builder
+    return tfds_common.prepare_builtin(JaxperfNumbersTranslate, NAME, data_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,10 +2,9 @@
 wmt14_translate/de-en, jaxperf_numbers_translate): subword vocabulary, packed training rows
 and padded eval batches, host-local.
 
-Tokens: PAD 0, EOS 1 (ends every sentence), UNK 2, no BOS. Source 'en', target 'de'.
+Tokens come from input_pipelines.subwords (PAD 0, EOS 1). Source 'en', target 'de'.
 
   open_builder(name, data_dir) / require_split / num_examples   prepared data or UserError
-  build_vocab(texts, vocab_size, path) / load_vocab(path) -> Vocab  sentencepiece subwords
   train_texts(builder, split, limit)        sentences to build the vocabulary from
   pack(examples, length)                    (inputs, targets) pairs -> packed rows
   train_batches(...)                        endless packed [B, L] batches, this process's share
@@ -21,28 +20,22 @@ TensorFlow is imported inside functions, so synthetic-data runs never import it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
-import random
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import sentencepiece as spm
 
-from input_pipelines.image_classification import _one_line, _tf
+from input_pipelines.subwords import EOS, Vocab
+from input_pipelines.tfds_common import one_line, tf_modules
 from suite.errors import UserError
 
-PAD, EOS, UNK = 0, 1, 2
 SOURCE, TARGET = "en", "de"
 PACKED_KEYS = (
     "inputs", "inputs_position", "inputs_segmentation",
     "targets", "targets_position", "targets_segmentation",
 )
 NUMBERS = "jaxperf_numbers_translate"
-# sentencepiece's trained model depends on its thread count: fixed, so every machine builds
-# the same vocabulary from the same sentences.
-_TRAINER_THREADS = 16
 # Rows kept open while packing: more fill rows better (numbers corpus, length 32: 4 rows
 # 77% full, 16 rows 84%, 32 rows 86%) but each costs a little time per example.
 _OPEN_ROWS = 16
@@ -64,7 +57,7 @@ def open_builder(name: str, data_dir: str | None):  # -> tfds.core.DatasetBuilde
     if not data_dir:
         raise UserError(f"no data_dir for {name}; pass --data_dir, a tfds data directory")
     if name == NUMBERS:
-        _tf()  # without TensorFlow: a UserError, not numbers_translate's ImportError
+        tf_modules()  # without TensorFlow: a UserError, not numbers_translate's ImportError
         from input_pipelines import numbers_translate
 
         return numbers_translate.prepare(data_dir)
@@ -72,17 +65,17 @@ def open_builder(name: str, data_dir: str | None):  # -> tfds.core.DatasetBuilde
     hint = hint.replace("DATA_DIR", data_dir)
     if not os.path.isdir(data_dir):
         raise UserError(f"data_dir {data_dir} does not exist; prepare {name} there with {hint}")
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     from google.protobuf import json_format
 
     try:
         # try_gcs=False: the benchmark must read exactly the data under data_dir.
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise UserError(f"tfds knows no dataset {name} ({_one_line(e)}); check the name") from e
+        raise UserError(f"tfds knows no dataset {name} ({one_line(e)}); check the name") from e
     except (json_format.ParseError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
         raise UserError(
-            f"cannot open {name} under {data_dir} ({_one_line(e)}); check the name, or delete "
+            f"cannot open {name} under {data_dir} ({one_line(e)}); check the name, or delete "
             f"its folder and prepare it again with {hint}"
         ) from e
     if not builder.is_prepared():
@@ -91,7 +84,7 @@ def open_builder(name: str, data_dir: str | None):  # -> tfds.core.DatasetBuilde
     if not {SOURCE, TARGET} <= set(getattr(features, "languages", ())):
         raise UserError(
             f"{name} under {data_dir} is not an English-German translation dataset (features: "
-            f"{_one_line(features)}); pick a dataset with 'en' and 'de' text"
+            f"{one_line(features)}); pick a dataset with 'en' and 'de' text"
         )
     return builder
 
@@ -113,102 +106,9 @@ def num_examples(builder, split: str) -> int:
     return require_split(builder, split)
 
 
-class Vocab:
-    """A sentencepiece subword vocabulary with PAD 0, EOS 1, UNK 2 and no BOS."""
-
-    def __init__(self, model: bytes, path: str):
-        self.path = path
-        self.fingerprint = hashlib.sha256(model).hexdigest()[:16]  # cache key, not the path
-        self._sp = spm.SentencePieceProcessor(model_proto=model)
-        ids = (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id(), self._sp.bos_id())
-        if ids != (PAD, EOS, UNK, -1):
-            raise UserError(
-                f"vocabulary {path} has pad/eos/unk/bos ids {ids}, not ({PAD}, {EOS}, {UNK}, "
-                "-1); leave --config.vocab_path empty to build a matching one"
-            )
-
-    @property
-    def size(self) -> int:
-        return self._sp.get_piece_size()
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, EOS appended."""
-        return self._sp.encode(list(texts), out_type=int, add_eos=True)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """Text of ids up to the first EOS; PAD dropped, ids beyond the vocabulary (a model's
-        padded output layer) read as UNK."""
-        ids = np.asarray(ids, np.int64).reshape(-1)
-        ends = np.flatnonzero(ids == EOS)
-        ids = ids[: ends[0]] if len(ends) else ids
-        ids = np.where((ids < 0) | (ids >= self.size), UNK, ids)
-        return self._sp.decode(ids[ids != PAD].tolist())
-
-    def decode_batch(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
-        return [self.decode(row) for row in ids]
-
-
-def _sample(texts: Iterable[str], limit: int) -> list[str]:
-    """Up to `limit` texts, a uniform sample when there are more (reservoir, fixed seed)."""
-    rng, sample = random.Random(0), []
-    for seen, text in enumerate(texts):
-        if seen < limit:
-            sample.append(text)
-        elif (j := int(rng.random() * (seen + 1))) < limit:
-            sample[j] = text
-    return sample
-
-
-def build_vocab(
-    texts: Iterable[str], vocab_size: int, path: str, max_sentences: int = 1_000_000
-) -> Vocab:
-    """Trains a unigram sentencepiece model on (a fixed-seed sample of max_sentences of)
-    texts and writes it atomically to `path`; the same texts give the same vocabulary."""
-    import io
-
-    sample = [t for t in _sample(texts, max_sentences) if t.strip()]
-    if not sample:
-        raise UserError(f"no text to build the vocabulary {path} from; check the training data")
-    model = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab_size,
-            model_type="unigram", character_coverage=1.0, input_sentence_size=0,
-            pad_id=PAD, eos_id=EOS, unk_id=UNK, bos_id=-1, num_threads=_TRAINER_THREADS,
-            minloglevel=2,
-        )
-    except RuntimeError as e:
-        raise UserError(
-            f"cannot build a {vocab_size}-piece vocabulary from {len(sample)} sentences "
-            f"({_one_line(e)}); pass a smaller --config.vocab_size"
-        ) from e
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(partial, path)  # readers never see half a file, even with several writers
-    return Vocab(model.getvalue(), path)
-
-
-def load_vocab(path: str) -> Vocab:
-    """The sentencepiece vocabulary in the .model file `path`, or UserError."""
-    fix = "pass --config.vocab_path=<a .model file> or leave it empty to build one from the "
-    fix += "training data"
-    if not path or not os.path.isfile(path):
-        raise UserError(f"vocabulary file {path} does not exist; {fix}")
-    with open(path, "rb") as f:
-        model = f.read()
-    try:
-        return Vocab(model, path)
-    except RuntimeError as e:
-        raise UserError(
-            f"vocabulary file {path} is not a sentencepiece model ({_one_line(e)}); {fix}"
-        ) from e
-
-
 def _read(dataset, builder) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(en, de) arrays of UTF-8 bytes per batch of `dataset`; damaged files -> UserError."""
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     # Bound now: at interpreter exit, closing an unfinished generator evaluates the except
     # clause after TensorFlow's module attributes have been torn down.
     damaged = (tf.errors.DataLossError, tf.errors.NotFoundError)
@@ -218,7 +118,7 @@ def _read(dataset, builder) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     except damaged as e:
         raise UserError(
             f"data files of {builder.info.full_name} in {builder.data_dir} are damaged or "
-            f"missing ({_one_line(e)}); prepare it again"
+            f"missing ({one_line(e)}); prepare it again"
         ) from e
 
 
@@ -229,7 +129,7 @@ def _utf8(texts: np.ndarray) -> list[str]:
 def train_texts(builder, split: str, limit: int | None = None) -> Iterator[str]:
     """English and German sentences of the first `limit` examples of `split`, in an order
     mixed across its files (fixed seed), to build the vocabulary from."""
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     require_split(builder, split)
     dataset = builder.as_dataset(
         split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=0)
@@ -335,7 +235,7 @@ def _process_shard(builder, split: str, process_index: int, process_count: int):
     """(this process's contiguous slice of `split`, its size); slices cover it exactly once."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    _, tfds = _tf()
+    _, tfds = tf_modules()
     require_split(builder, split)
     shard = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
     return shard, require_split(builder, shard)
@@ -359,7 +259,7 @@ def train_batches(
     Reads nothing until the first next(): callers may build it before the clock starts.
     """
     _check_sizes(local_batch_size, max_length)
-    tf, tfds = _tf()
+    tf, tfds = tf_modules()
     shard, shard_size = _process_shard(builder, split, process_index, process_count)
     if shard_size == 0:
         raise UserError(
@@ -392,7 +292,7 @@ def pack_stats(builder, split: str, vocab: Vocab, max_length: int) -> PackStats:
     """What packing one pass of `split` in file order gives (cached in-process)."""
     key = (builder.data_dir, split, vocab.fingerprint, max_length)
     if key not in _STATS:
-        tf, _ = _tf()
+        tf, _ = tf_modules()
         require_split(builder, split)
         dataset = builder.as_dataset(split=split, shuffle_files=False)
         dataset = dataset.batch(_READ_CHUNK).prefetch(tf.data.AUTOTUNE)
@@ -412,7 +312,7 @@ def _texts(builder, split: str) -> tuple[list[str], list[str]]:
     """(English, German) sentences of `split` in file order, cached in-process."""
     key = (builder.data_dir, split)
     if key not in _TEXTS:
-        tf, _ = _tf()
+        tf, _ = tf_modules()
         require_split(builder, split)
         dataset = builder.as_dataset(split=split, shuffle_files=False)
         en, de = [], []

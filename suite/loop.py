@@ -39,6 +39,14 @@ class _Abort(Exception):
         self.epoch = epoch
 
 
+def _sync_every_step() -> bool:
+    """CPU jobs of several processes (gloo collectives) deadlock with more than one step in
+    flight: seen with the Transformer, whose train and eval steps then hang in their
+    all-reduces. There, and only there, each step is waited for; accelerators keep
+    dispatching ahead."""
+    return jax.process_count() > 1 and jax.default_backend() == "cpu"
+
+
 def platform_name() -> str:
     devices = jax.devices()
     return f"{len(devices)}x{devices[0].device_kind}"
@@ -160,6 +168,8 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
             for _ in range(steps_per_epoch):
                 batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
                 state, m, key = fns.train_step(state, batch, key)
+                if _sync_every_step():
+                    jax.block_until_ready(m)
                 step_metrics.append(m)
             log.end(C.EPOCH_STOP, epoch_num=epoch)
         # One sync per block: fetching the losses waits for the last step.
@@ -217,7 +227,11 @@ def _evaluate(workload, cfg, opts, data, fns, state, log, epoch) -> dict:
         batches = workload.eval_batches(
             cfg, opts.data_dir, local_batch_size=local_batch,
             process_index=jax.process_index(), process_count=jax.process_count())
-    outputs = [fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)) for b in batches]
+    outputs = []
+    for b in batches:
+        outputs.append(fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)))
+        if _sync_every_step():
+            jax.block_until_ready(outputs[-1])
     metrics = workload.finalize_eval(cfg, jax.device_get(outputs))
     log.end(C.EVAL_STOP, epoch_num=epoch)
     target_metric = workload.target.metric

@@ -119,9 +119,9 @@ def run() -> None:
     opts = _options(workload, preset)
     if F.RUNS.value < 1:
         raise UserError(f"--runs must be >= 1, got {F.RUNS.value}")
-    if F.SUBMISSION_DIR.value and F.RUNS.value < 3:
-        raise UserError("--submission_dir needs --runs: MLPerf scores several runs "
-                        f"({workload.name} needs {_required_runs(workload)})")
+    if F.SUBMISSION_DIR.value and F.RUNS.value != _required_runs(workload):
+        raise UserError(f"--submission_dir needs --runs={_required_runs(workload)}: MLPerf "
+                        f"scores {workload.name} on exactly that many runs")
     if F.PRESET.value is None and preset == "tiny":
         runner.say("No --data_dir given: running the tiny preset on built-in data "
                    "(pass --data_dir=<tfds dir> for the full benchmark).")

@@ -49,3 +49,36 @@ def test_two_processes_train_one_run_and_process_0_alone_logs(tmp_path):
     losses = [float(x) for x in re.findall(r"\| loss ([0-9.]+) \|", outs[0][0])]
     assert len(losses) == 2 and losses[1] < losses[0] - 0.05, losses
     assert compliance.check(log, "4.0.0").passed
+
+
+def test_two_processes_decode_and_score_the_whole_eval_set(tmp_path):
+    """Transformer: each process packs its own share of the training pairs and decodes its
+    share of the test set; the decoded tokens of all 500 sentences come back to every
+    process for scoring, and process 0 alone logs."""
+    workdir = str(tmp_path / "run")
+    port = _free_port()
+    cache = str(tmp_path / "cache")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
+    from input_pipelines import numbers_translate
+    numbers_translate.prepare(os.path.join(cache, "tfds"))
+    args = ["--workload=transformer", "--config.max_epochs=1", "--config.eval_batch_size=64"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "suite.main", "--multihost",
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}", f"--workdir={workdir}", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
+    assert "on 8xcpu" in outs[0][0] and "block 1/" in outs[0][0]
+    log = os.path.join(workdir, "mlperf_log.txt")
+    events = read_log(log)
+    (bleu,) = values(events, "eval_accuracy")
+    assert 0.1 < bleu < 1.0  # one epoch in: learning, short of the 0.9 target
+    assert values(events, "eval_samples") == [500]
+    # Both processes used the same vocabulary file, built once by whichever came first.
+    assert os.path.exists(os.path.join(workdir, "vocab.model"))
+    assert compliance.check(log, "0.7.0").passed

@@ -73,11 +73,10 @@ def test_reference_preset_reads_wmt_in_its_real_format(tmp_path, cache):
 
     data_dir = make_tiny_wmt.make(str(tmp_path / "wmt"), train_examples=20000,
                                   validation_examples=10, test_examples=200)
-    from input_pipelines import numbers_translate, translation
+    from input_pipelines import numbers_translate, subwords
 
     vocab = str(tmp_path / "given.model")
-    translation.build_vocab([s for p in numbers_translate.pairs("train") for s in p], 512,
-                            vocab)
+    subwords.build_vocab([s for p in numbers_translate.pairs("train") for s in p], 512, vocab)
     workdir = str(tmp_path / "run")
     proc = run_main([f"--data_dir={data_dir}", "--workload=transformer", "--division=open",
                      f"--workdir={workdir}", "--config.max_epochs=2",
@@ -169,3 +168,33 @@ def test_hyperparameters_are_borrowed_from_a_transformer_log(tiny_run):
                         "adam_b2": tiny.adam_b2}
     with pytest.raises(Exception, match="is a log of 'transformer', not 'resnet'"):
         division.borrow(ResNetWorkload(), log)
+
+
+def test_submission_needs_the_benchmarks_run_count(tmp_path, cache):
+    workdir = str(tmp_path / "w")
+    proc = run_main(["--workload=transformer", "--runs=5", f"--submission_dir={tmp_path / 's'}",
+                     f"--workdir={workdir}"], cache)
+    _one_line_error(proc, workdir, "--submission_dir needs --runs=10", "transformer")
+
+
+def test_ten_run_package_passes_the_official_package_checker(tiny_run, tmp_path):
+    """MLPerf scores the Transformer on 10 runs. Ten copies of the tiny run's log, each
+    given its own seed, stand in for ten runs: this checks the 0.7.0 package, not training."""
+    from suite import benchmark, registry
+    from suite.config import RunOptions
+
+    with open(os.path.join(tiny_run[0], "mlperf_log.txt")) as f:
+        text = f.read()
+    assert text.count('"key": "seed", "value": 0,') == 1
+    logs = []
+    for seed in range(10):
+        path = tmp_path / f"run_{seed}.txt"
+        path.write_text(text.replace('"key": "seed", "value": 0,',
+                                     f'"key": "seed", "value": {seed},'))
+        logs.append(str(path))
+    opts = RunOptions(workload="transformer", preset="tiny", workdir=str(tmp_path),
+                      submission_platform="1xcpu")
+    assert benchmark.package(registry.get("transformer"), opts, logs, str(tmp_path / "pkg"),
+                             system_name=None, system_fields=[])
+    assert os.path.exists(tmp_path / "pkg" / "jaxperf" / "results" / "1xcpu" / "transformer"
+                          / "result_9.txt")

@@ -16,6 +16,7 @@ import sentencepiece as spm
 import tensorflow_datasets as tfds
 
 from input_pipelines import numbers_translate as nt
+from input_pipelines import subwords as sw
 from input_pipelines import translation as tr
 from suite.errors import UserError
 from tools import make_tiny_wmt
@@ -37,9 +38,9 @@ def numbers(numbers_dir):
 
 
 @pytest.fixture(scope="session")
-def vocab(numbers, tmp_path_factory) -> tr.Vocab:
+def vocab(numbers, tmp_path_factory) -> sw.Vocab:
     path = str(tmp_path_factory.mktemp("vocab") / "numbers.model")
-    return tr.build_vocab(tr.train_texts(numbers, "train"), 512, path)
+    return sw.build_vocab(tr.train_texts(numbers, "train"), 512, path)
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +152,8 @@ def test_vocab_round_trips_text(vocab):
     texts = [t for pair in nt.pairs("test") for t in pair]
     encoded = vocab.encode(texts)
     for text, ids in zip(texts, encoded, strict=True):
-        assert ids[-1] == tr.EOS and tr.EOS not in ids[:-1]
-        assert all(tr.UNK < i < vocab.size for i in ids[:-1]), ids
+        assert ids[-1] == sw.EOS and sw.EOS not in ids[:-1]
+        assert all(sw.UNK < i < vocab.size for i in ids[:-1]), ids
         assert vocab.decode(ids) == text
     # Decoding stops at the first EOS and drops padding, as model outputs need.
     padded = np.zeros((2, 40), np.int32)
@@ -160,15 +161,15 @@ def test_vocab_round_trips_text(vocab):
     padded[1, : len(encoded[1])] = encoded[1]
     padded[0, len(encoded[0]) :] = 7  # junk after EOS
     assert vocab.decode_batch(padded) == texts[:2]
-    assert vocab.decode([tr.PAD, *encoded[2]]) == texts[2]
-    assert "⁇" in vocab.decode([vocab.size + 5, tr.EOS])  # past the vocabulary: UNK
+    assert vocab.decode([sw.PAD, *encoded[2]]) == texts[2]
+    assert "⁇" in vocab.decode([vocab.size + 5, sw.EOS])  # past the vocabulary: UNK
 
 
 def test_vocab_is_deterministic_and_loads(vocab, numbers, tmp_path):
-    again = tr.build_vocab(tr.train_texts(numbers, "train"), 512, str(tmp_path / "again.model"))
+    again = sw.build_vocab(tr.train_texts(numbers, "train"), 512, str(tmp_path / "again.model"))
     with open(vocab.path, "rb") as a, open(again.path, "rb") as b:
         assert a.read() == b.read()
-    loaded = tr.load_vocab(vocab.path)
+    loaded = sw.load_vocab(vocab.path)
     assert loaded.fingerprint == vocab.fingerprint
     assert loaded.encode(["I saw twelve cats."]) == vocab.encode(["I saw twelve cats."])
     assert not glob.glob(str(tmp_path / "*partial*"))
@@ -176,21 +177,21 @@ def test_vocab_is_deterministic_and_loads(vocab, numbers, tmp_path):
 
 def test_vocab_bad_input(tmp_path):
     missing = str(tmp_path / "missing.model")
-    _one_line_error(lambda: tr.load_vocab(missing), f"vocabulary file {missing} does not exist",
+    _one_line_error(lambda: sw.load_vocab(missing), f"vocabulary file {missing} does not exist",
                     "--config.vocab_path")
     garbage = tmp_path / "garbage.model"
     garbage.write_bytes(b"not a sentencepiece model\n" * 10)
-    _one_line_error(lambda: tr.load_vocab(str(garbage)), "is not a sentencepiece model",
+    _one_line_error(lambda: sw.load_vocab(str(garbage)), "is not a sentencepiece model",
                     "--config.vocab_path")
     other_ids = tmp_path / "other_ids.model"  # sentencepiece's defaults: unk 0, bos 1, eos 2
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c", "d e f"] * 50),
                                    model_prefix=str(other_ids)[: -len(".model")],
                                    vocab_size=10, minloglevel=2)
-    _one_line_error(lambda: tr.load_vocab(str(other_ids)), "pad/eos/unk/bos ids (-1, 2, 0, 1)",
+    _one_line_error(lambda: sw.load_vocab(str(other_ids)), "pad/eos/unk/bos ids (-1, 2, 0, 1)",
                     "--config.vocab_path")
-    _one_line_error(lambda: tr.build_vocab(["a b", "c d"], 5000, str(tmp_path / "v.model")),
+    _one_line_error(lambda: sw.build_vocab(["a b", "c d"], 5000, str(tmp_path / "v.model")),
                     "cannot build a 5000-piece vocabulary", "smaller --config.vocab_size")
-    _one_line_error(lambda: tr.build_vocab(["", " "], 100, str(tmp_path / "v.model")),
+    _one_line_error(lambda: sw.build_vocab(["", " "], 100, str(tmp_path / "v.model")),
                     "no text to build the vocabulary")
 
 
@@ -258,7 +259,7 @@ def test_train_batches_hold_real_pairs(numbers, vocab):
         one = {k: v[row] for k, v in first.items()}
         for a, b in zip(_segments(one, "inputs"), _segments(one, "targets"), strict=True):
             assert (vocab.decode(a), vocab.decode(b)) in corpus
-    assert tr.EOS in first["targets"][0]
+    assert sw.EOS in first["targets"][0]
     again = next(_train(numbers, vocab))
     other = next(_train(numbers, vocab, seed=1))
     assert np.array_equal(again["inputs"], first["inputs"])
@@ -337,7 +338,7 @@ def test_eval_truncates_long_sentences(numbers, vocab):
                                process_index=0, process_count=1)
     full = vocab.encode(tr.sources(numbers, "test"))
     for ids, row in zip(full, batch["inputs"], strict=True):
-        kept = ids if len(ids) <= 6 else [*ids[:5], tr.EOS]
+        kept = ids if len(ids) <= 6 else [*ids[:5], sw.EOS]
         assert list(row[: len(kept)]) == kept and not row[len(kept) :].any()
     assert sum(len(ids) > 6 for ids in full) > 100
 
@@ -406,9 +407,10 @@ def test_importable_without_tensorflow(vocab, tmp_path):
     code = (
         "import sys\n"
         "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
+        "from input_pipelines import subwords as sw\n"
         "from input_pipelines import translation as tr\n"
         "from suite.errors import UserError\n"
-        f"vocab = tr.load_vocab({vocab.path!r})\n"
+        f"vocab = sw.load_vocab({vocab.path!r})\n"
         "(ids,) = vocab.encode(['I saw twelve cats.'])\n"
         "rows = list(tr.pack([(ids, ids)] * 2, 2 * len(ids)))\n"
         "print(vocab.decode(rows[0]['inputs']), len(rows))\n"

@@ -247,10 +247,10 @@ class TransformerWorkload(Workload):
 
     def _vocab_path(self, cfg, data_dir, train_builder) -> str:
         """The given vocabulary, or one built once from this training data and cached."""
-        from input_pipelines import translation
+        from input_pipelines import subwords, translation
 
         if cfg.vocab_path:
-            translation.load_vocab(cfg.vocab_path)  # fails early, in one line, if unusable
+            subwords.load_vocab(cfg.vocab_path)  # fails early, in one line, if unusable
             return cfg.vocab_path
         source = f"{cfg.train_dataset}|{cfg.train_split}|{train_builder.data_dir}|" \
                  f"{cfg.vocab_size}|{cfg.vocab_sentences}"
@@ -261,7 +261,7 @@ class TransformerWorkload(Workload):
             print(f"Building a {cfg.vocab_size}-piece vocabulary from {cfg.train_dataset} "
                   f"(once; cached at {path}).", flush=True)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            translation.build_vocab(
+            subwords.build_vocab(
                 translation.train_texts(train_builder, cfg.train_split, cfg.vocab_sentences),
                 cfg.vocab_size, path, max_sentences=cfg.vocab_sentences)
         return path
@@ -347,6 +347,6 @@ class TransformerWorkload(Workload):
 
 @functools.lru_cache(maxsize=4)
 def _load_vocab(path: str):
-    from input_pipelines import translation
+    from input_pipelines import subwords
 
-    return translation.load_vocab(path)
+    return subwords.load_vocab(path)

@@ -1,0 +1,73 @@
+"""What every tfds-backed reader shares: TensorFlow imported lazily and kept off the
+accelerators, TF errors as one readable line, and preparing the built-in datasets."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tempfile
+from typing import Any
+
+from suite.errors import UserError
+
+
+@functools.cache
+def tf_modules() -> tuple[Any, Any]:
+    """Imports (tensorflow, tensorflow_datasets), keeping TensorFlow off accelerators."""
+    # TF's C++ INFO lines (oneDNN notices, ...) would bury the run's own output; its
+    # warnings and errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise UserError(
+            f"real-data input needs TensorFlow and tensorflow-datasets ({e}); install them "
+            "(pip install tensorflow-cpu tensorflow-datasets) or run with synthetic data"
+        ) from e
+    try:
+        # TF would otherwise reserve the GPU memory that JAX needs; tf.data only needs CPUs.
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass  # TF's devices are already initialised by the caller; respect their choice.
+    return tf, tfds
+
+
+def one_line(error: BaseException) -> str:
+    # TF errors embed graph-node and op markers that say nothing to a user.
+    text = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*", " ", str(error), flags=re.DOTALL)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def prepare_builtin(make_builder, name: str, data_dir: str):
+    """Builds the built-in dataset `name` (nothing to download) under data_dir unless it is
+    there; returns its builder. make_builder(data_dir=...) constructs the tfds builder.
+
+    Idempotent and quick. Two processes preparing the same fresh data_dir at once may race
+    on tfds's final rename, so multi-process runs should prepare once up front.
+    """
+    from google.protobuf import json_format
+
+    _, tfds = tf_modules()
+    try:
+        builder = make_builder(data_dir=data_dir)
+    except (json_format.ParseError, ValueError, KeyError, OSError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"unreadable {name} under {data_dir} ({detail}); delete "
+            f"{data_dir}/{name} and prepare it again"
+        ) from e
+    if not builder.is_prepared():
+        print(f"Preparing the built-in {name} dataset under {data_dir} (once, a few seconds).",
+              flush=True)
+        tfds.disable_progress_bar()  # tqdm bars would bury the run's own output
+        # Nothing is downloaded: a temporary download folder keeps data_dir free of litter,
+        # and try_download_gcs=False never looks for a pre-built copy online.
+        with tempfile.TemporaryDirectory() as download_dir:
+            builder.download_and_prepare(
+                download_dir=download_dir,
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+            )
+    return builder
