@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from input_pipelines.tfds_common import one_line, tf_modules
+from input_pipelines.tfds_common import one_line, open_prepared, tf_modules
 from suite.errors import UserError
 
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -37,30 +37,10 @@ def open_builder(name: str, data_dir: str):  # -> tfds.core.DatasetBuilder
             f"data_dir {data_dir!r} does not exist; pass --data_dir pointing at a tfds data "
             f"directory that holds a prepared {name}"
         )
-    tf, tfds = tf_modules()
-    from google.protobuf import json_format
-
     hint = _PREPARE_HINTS.get(name, f"tfds build {name} --data_dir=DATA_DIR").replace(
         "DATA_DIR", data_dir
     )
-    not_prepared = f"no prepared {name} under {data_dir}; prepare it with {hint}"
-    dataset_dir = os.path.join(data_dir, name)
-    if os.path.isdir(dataset_dir):
-        versions = sorted(v for v in os.listdir(dataset_dir) if not v.startswith("incomplete"))
-        not_prepared += f" (versions found there: {versions or 'none complete'})"
-    try:
-        # try_gcs=False: the benchmark must read exactly the data under data_dir.
-        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise UserError(not_prepared) from e
-    except (json_format.ParseError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
-        raise UserError(
-            f"unreadable dataset_info for {name} under {data_dir} ({one_line(e)}); delete "
-            f"{dataset_dir} and prepare it again with {hint}"
-        ) from e
-    if not builder.is_prepared():
-        raise UserError(not_prepared)
-    return builder
+    return open_prepared(name, data_dir, hint)
 
 
 def num_examples(builder, split: str) -> int:

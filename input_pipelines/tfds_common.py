@@ -41,6 +41,32 @@ def one_line(error: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def open_prepared(name: str, data_dir: str, hint: str):
+    """tfds's builder for `name`, prepared under data_dir, or UserError: `hint` says how
+    to prepare it. Readers check their own features afterwards."""
+    tf, tfds = tf_modules()
+    from google.protobuf import json_format
+
+    not_prepared = f"no prepared {name} under {data_dir}; prepare it with {hint}"
+    dataset_dir = os.path.join(data_dir, name)
+    if os.path.isdir(dataset_dir):
+        versions = sorted(v for v in os.listdir(dataset_dir) if not v.startswith("incomplete"))
+        not_prepared += f" (versions found there: {versions or 'none complete'})"
+    try:
+        # try_gcs=False: the benchmark must read exactly the data under data_dir.
+        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise UserError(f"tfds knows no dataset {name} ({one_line(e)}); check the name") from e
+    except (json_format.ParseError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
+        raise UserError(
+            f"unreadable dataset_info for {name} under {data_dir} ({one_line(e)}); delete "
+            f"{dataset_dir} and prepare it again with {hint}"
+        ) from e
+    if not builder.is_prepared():
+        raise UserError(not_prepared)
+    return builder
+
+
 def prepare_builtin(make_builder, name: str, data_dir: str):
     """Builds the built-in dataset `name` (nothing to download) under data_dir unless it is
     there; returns its builder. make_builder(data_dir=...) constructs the tfds builder.

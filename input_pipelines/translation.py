@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from input_pipelines.subwords import EOS, Vocab
-from input_pipelines.tfds_common import one_line, tf_modules
+from input_pipelines.tfds_common import one_line, open_prepared, tf_modules
 from suite.errors import UserError
 
 SOURCE, TARGET = "en", "de"
@@ -65,21 +65,7 @@ def open_builder(name: str, data_dir: str | None):  # -> tfds.core.DatasetBuilde
     hint = hint.replace("DATA_DIR", data_dir)
     if not os.path.isdir(data_dir):
         raise UserError(f"data_dir {data_dir} does not exist; prepare {name} there with {hint}")
-    tf, tfds = tf_modules()
-    from google.protobuf import json_format
-
-    try:
-        # try_gcs=False: the benchmark must read exactly the data under data_dir.
-        builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise UserError(f"tfds knows no dataset {name} ({one_line(e)}); check the name") from e
-    except (json_format.ParseError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
-        raise UserError(
-            f"cannot open {name} under {data_dir} ({one_line(e)}); check the name, or delete "
-            f"its folder and prepare it again with {hint}"
-        ) from e
-    if not builder.is_prepared():
-        raise UserError(f"no prepared {name} under {data_dir}; prepare it with {hint}")
+    builder = open_prepared(name, data_dir, hint)
     features = builder.info.features
     if not {SOURCE, TARGET} <= set(getattr(features, "languages", ())):
         raise UserError(

@@ -22,12 +22,10 @@ targets [batch, max_decode_len]: their length sizes the self-attention cache,
 and it stores the cross-attention keys/values of `encoded`, so each later step
 (targets [batch, 1], the previous token, 0 at the first step) projects only the
 new token. Later steps do not read `encoded`; `inputs` gives the source padding.
-`translate(model, params, inputs, *, beam_size, alpha, max_decode_len, extra_length)`
-wraps it all: encoder once, cache, beam search; the best output per row.
+`translate(...)` wraps it all: encoder once, cache, beam search; best output per row.
 
-Params are float32; activations are computed in config.dtype; logits come back
-in float32. Every param carries logical axis names ("vocab", "embed", "heads",
-"kv", "mlp") for the runner to map onto the mesh; activations carry none.
+Params are float32, activations config.dtype, logits float32. Every param carries logical
+axis names (vocab, embed, heads, kv, mlp) for the runner's mesh; activations carry none.
 """
 
 import dataclasses

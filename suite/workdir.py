@@ -11,6 +11,14 @@ from suite.mlperf_log import LOG_NAME, has_run_stop
 RESUME_MAY_CHANGE = frozenset({"stop_after_blocks", "checkpoint_every_blocks"})
 
 
+def cache_dir(*parts: str) -> str:
+    """$JAXPERF_CACHE/<parts> (default ~/.cache/jaxperf): prepared built-in datasets and
+    vocabularies, shared by every run on this machine."""
+    root = os.environ.get("JAXPERF_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxperf")
+    return os.path.join(root, *parts)
+
+
 def check_writable(workdir: str) -> None:
     """Fails with one line if workdir cannot be created or written; creates nothing else."""
     parent = workdir

@@ -2,7 +2,6 @@
 
 import functools
 import math
-import os
 from typing import Any
 
 import jax
@@ -16,16 +15,10 @@ from mlperf_logging.mllog import constants as C
 from models import resnet as resnet_models
 from suite.errors import UserError
 from suite.target import Target
+from suite.workdir import cache_dir
 from suite.workload import DataInfo, Workload, sum_outputs
 
 IMAGENET_TRAIN, IMAGENET_EVAL = 1_281_167, 50_000
-
-
-def builtin_data_dir() -> str:
-    """Where built-in datasets are prepared: $JAXPERF_CACHE/tfds (default ~/.cache/jaxperf)."""
-    root = os.environ.get("JAXPERF_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jaxperf")
-    return os.path.join(root, "tfds")
 
 
 @functools.lru_cache(maxsize=8)
@@ -37,7 +30,7 @@ def _open_dataset(dataset: str, data_dir: str | None):
     if dataset == "jaxperf_digits":
         from input_pipelines import digits
 
-        return digits.prepare(data_dir or builtin_data_dir())
+        return digits.prepare(data_dir or cache_dir("tfds"))
     return image_classification.open_builder(dataset, data_dir)
 
 

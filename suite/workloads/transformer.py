@@ -17,17 +17,11 @@ from models import transformer as transformer_model
 from suite import bleu
 from suite.errors import UserError
 from suite.target import Target
+from suite.workdir import cache_dir
 from suite.workload import DataInfo, Logged, Workload, sum_outputs
 
 NEWSTEST2014_SENTENCES = 3003
 WMT17_TRAIN_PAIRS = 5_906_184  # tfds wmt17_translate/de-en train; data_info reads the truth
-
-
-def cache_dir(*parts: str) -> str:
-    """$JAXPERF_CACHE/<parts> (default ~/.cache/jaxperf): built-in data and vocabularies."""
-    root = os.environ.get("JAXPERF_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jaxperf")
-    return os.path.join(root, *parts)
 
 
 @functools.lru_cache(maxsize=8)
