@@ -15,9 +15,6 @@ from suite.errors import UserError
 @functools.cache
 def tf_modules() -> tuple[Any, Any]:
     """Imports (tensorflow, tensorflow_datasets), keeping TensorFlow off accelerators."""
-    # TF's C++ INFO lines (oneDNN notices, ...) would bury the run's own output; its
-    # warnings and errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         import tensorflow as tf
         import tensorflow_datasets as tfds
