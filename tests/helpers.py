@@ -19,6 +19,18 @@ def run_main(args: list[str], cache: str, devices: int = 1, timeout: int = 600):
     )
 
 
+def run_main_without(modules: list[str], args: list[str], cache: str, timeout: int = 600):
+    """run_main where importing each of `modules` fails outright, as on the accelerator hosts,
+    which have no TensorFlow (nor tfds, nor sentencepiece)."""
+    blocked = "".join(f"sys.modules[{m!r}] = None; " for m in modules)
+    code = (f"import sys, runpy; {blocked}sys.argv = ['suite.main', *{args!r}]; "
+            "runpy.run_module('suite.main', run_name='__main__')")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAXPERF_CACHE=cache)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def read_log(path: str) -> list[dict]:
     """The :::MLLOG events of an MLPerf log, in order."""
     events = []

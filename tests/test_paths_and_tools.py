@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from suite import compliance
-from tests.helpers import ROOT, metadata, read_log, run_main, values
+from tests.helpers import ROOT, metadata, read_log, run_main, run_main_without, values
 from tools import make_tiny_imagenet
 
 
@@ -36,17 +36,9 @@ def test_reference_preset_reads_imagenet_in_its_real_format(tmp_path, cache):
 
 def test_synthetic_run_needs_no_tensorflow_and_is_never_a_result(tmp_path, cache):
     workdir = str(tmp_path / "synthetic")
-    # The accelerator hosts have no TensorFlow: make importing it fail outright.
-    code = (
-        "import sys, runpy; sys.modules['tensorflow'] = None; "
-        "sys.modules['tensorflow_datasets'] = None; "
-        f"sys.argv = ['suite.main', '--data=synthetic', '--workdir={workdir}', "
-        "'--config.max_epochs=2']; runpy.run_module('suite.main', run_name='__main__')"
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAXPERF_CACHE=cache)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_main_without(["tensorflow", "tensorflow_datasets"],
+                            ["--data=synthetic", f"--workdir={workdir}", "--config.max_epochs=2"],
+                            cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run_stop aborted: synthetic data: throughput only" in proc.stdout
     assert "samples/s" in proc.stdout

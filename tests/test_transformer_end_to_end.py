@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from suite import compliance
-from tests.helpers import ROOT, metadata, read_log, run_main, values
+from tests.helpers import metadata, read_log, run_main, run_main_without, values
 
 RULESET = "0.7.0"
 # Every key closed_transformer.yaml (0.7.0) requires exactly once.
@@ -98,17 +96,11 @@ def test_reference_preset_reads_wmt_in_its_real_format(tmp_path, cache):
 
 def test_synthetic_run_needs_no_tensorflow(tmp_path, cache):
     workdir = str(tmp_path / "synthetic")
-    code = (
-        "import sys, runpy; sys.modules['tensorflow'] = None; "
-        "sys.modules['tensorflow_datasets'] = None; sys.modules['sentencepiece'] = None; "
-        "sys.argv = ['suite.main', '--workload=transformer', '--data=synthetic', "
-        f"'--workdir={workdir}', '--config.max_epochs=1', '--config.train_examples=640', "
-        "'--config.eval_examples=128']; runpy.run_module('suite.main', run_name='__main__')"
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAXPERF_CACHE=cache)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_main_without(
+        ["tensorflow", "tensorflow_datasets", "sentencepiece"],
+        ["--workload=transformer", "--data=synthetic", f"--workdir={workdir}",
+         "--config.max_epochs=1", "--config.train_examples=640", "--config.eval_examples=128"],
+        cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run_stop aborted: synthetic data: throughput only" in proc.stdout
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
