@@ -4,7 +4,7 @@ and padded eval batches, host-local.
 
 Tokens come from input_pipelines.subwords (PAD 0, EOS 1). Source 'en', target 'de'.
 
-  open_builder(name, data_dir) / require_split / num_examples   prepared data or UserError
+  open_builder(name, data_dir) / require_split   prepared data or UserError
   train_texts(builder, split, limit)        sentences to build the vocabulary from
   pack(examples, length)                    (inputs, targets) pairs -> packed rows
   train_batches(...)                        endless packed [B, L] batches, this process's share
@@ -85,11 +85,6 @@ def require_split(builder, split: str) -> int:
             f"has: {', '.join(sorted(builder.info.splits.keys())) or 'none'}; pick one of those "
             "or prepare the dataset again with all its splits"
         ) from e
-
-
-def num_examples(builder, split: str) -> int:
-    """Examples in `split`; UserError naming the splits there are if it is not one."""
-    return require_split(builder, split)
 
 
 def _read(dataset, builder) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -7,6 +7,7 @@ import os
 import jax
 import ml_collections
 
+from suite import mesh as mesh_lib
 from suite.errors import UserError
 from suite.workload import Workload
 
@@ -93,12 +94,8 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
             f"--config.compute_dtype must be auto, float32, bfloat16 or float16, "
             f"got {cfg.compute_dtype!r}"
         )
-    if not isinstance(cfg.mesh.fsdp, int) or not isinstance(cfg.mesh.model, int) or min(
-            cfg.mesh.fsdp, cfg.mesh.model) < 1 or num_devices % (cfg.mesh.fsdp * cfg.mesh.model):
-        raise UserError(
-            f"mesh fsdp={cfg.mesh.fsdp} x model={cfg.mesh.model} does not divide {num_devices} "
-            "devices; set --config.mesh.fsdp and --config.mesh.model to divisors of the device "
-            "count")
+    # Here, before any workdir exists; the runner builds the mesh only later.
+    mesh_lib.check_shape(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
     data_parallel = num_devices // cfg.mesh.model
     batches = [("global_batch_size", cfg.global_batch_size)]
     if cfg.get("eval_batch_size"):

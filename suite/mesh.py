@@ -13,15 +13,21 @@ AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")  # the global batch is split over both
 
 
+def check_shape(num_devices: int, fsdp, model) -> None:
+    """UserError unless fsdp x model are positive integers that divide the devices."""
+    if not (isinstance(fsdp, int) and isinstance(model, int) and fsdp >= 1 and model >= 1
+            and num_devices % (fsdp * model) == 0):
+        raise UserError(
+            f"mesh fsdp={fsdp} x model={model} does not divide {num_devices} devices; "
+            "set --config.mesh.fsdp and --config.mesh.model to divisors of the device count"
+        )
+
+
 def make_mesh(fsdp: int = 1, model: int = 1, devices=None) -> Mesh:
     """A (data, fsdp, model) mesh over all devices of all processes."""
     devices = jax.devices() if devices is None else devices
     n = len(devices)
-    if fsdp < 1 or model < 1 or n % (fsdp * model):
-        raise UserError(
-            f"mesh fsdp={fsdp} x model={model} does not divide {n} devices; "
-            "set --config.mesh.fsdp and --config.mesh.model to divisors of the device count"
-        )
+    check_shape(n, fsdp, model)
     shape = (n // (fsdp * model), fsdp, model)
     # Auto axes: the runner fixes the shardings of params, batches and outputs, and XLA's
     # partitioner places everything in between (an embedding gather over a vocab-split

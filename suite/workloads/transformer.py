@@ -244,7 +244,7 @@ class TransformerWorkload(Workload):
         from input_pipelines import subwords, translation
 
         if cfg.vocab_path:
-            subwords.load_vocab(cfg.vocab_path)  # fails early, in one line, if unusable
+            _load_vocab(cfg.vocab_path)  # fails early, in one line, if unusable (cached)
             return cfg.vocab_path
         source = f"{cfg.train_dataset}|{cfg.train_split}|{train_builder.data_dir}|" \
                  f"{cfg.vocab_size}|{cfg.vocab_sentences}"
@@ -274,8 +274,8 @@ class TransformerWorkload(Workload):
                 f"--config.vocab_size={cfg.vocab_size}; pass the matching size")
         rows = translation.packed_rows_per_epoch(train, cfg.train_split, vocab, cfg.max_length)
         return DataInfo(
-            train_examples=translation.num_examples(train, cfg.train_split),
-            eval_examples=translation.num_examples(evaluation, cfg.eval_split),
+            train_examples=translation.require_split(train, cfg.train_split),
+            eval_examples=translation.require_split(evaluation, cfg.eval_split),
             source=f"{cfg.train_dataset}:{cfg.train_split} -> {cfg.eval_dataset}:"
                    f"{cfg.eval_split} from {train.data_dir}",
             steps_per_epoch=max(1, -(-rows // cfg.global_batch_size)))
