@@ -10,10 +10,11 @@ from suite.errors import UserError
 
 
 class Checkpointer:
-    """Saves {state, progress} under <workdir>/checkpoints/<epoch>.
+    """Saves {state, progress} under <workdir>/checkpoints/<step>.
 
-    The step number orbax keys on is the last completed epoch, so the newest
-    committed checkpoint says exactly where a resumed run picks up.
+    Orbax keys on the number of training steps done, which is exact where evals (and so
+    checkpoints) fall inside epochs, so the newest committed checkpoint says where a
+    resumed run picks up.
     """
 
     def __init__(self, workdir: str, max_to_keep: int = 2):
@@ -30,18 +31,18 @@ class Checkpointer:
             )
         return self._created
 
-    def latest_epoch(self) -> int | None:
+    def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, epoch: int, state: Any, progress: dict) -> None:
+    def save(self, step: int, state: Any, progress: dict) -> None:
         self._manager.save(
-            epoch,
+            step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)
             ),
         )
 
-    def restore(self, epoch: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
+    def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             abstract_state,
@@ -49,14 +50,14 @@ class Checkpointer:
         )
         try:
             restored = self._manager.restore(
-                epoch,
+                step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
                 ),
             )
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise UserError(
-                f"checkpoint {self.directory}/{epoch} does not fit this config "
+                f"checkpoint {self.directory}/{step} does not fit this config "
                 f"({type(e).__name__}); "
                 "resume with the same flags or pass a new --workdir"
             ) from e

@@ -30,7 +30,7 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
         boxed = jax.eval_shape(functools.partial(workload.init, cfg), key)
     shardings = mesh_lib.state_shardings(boxed, mesh, rules)
     abstract = nn.unbox(boxed)
-    batch_sh = mesh_lib.batch_sharding(mesh)
+    batch_sh = mesh_lib.batch_sharding(mesh, rules)
     repl = mesh_lib.replicated(mesh)
 
     def init(rng):

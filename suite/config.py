@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import jax
@@ -87,6 +88,12 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
         _positive_int(cfg, field)
     if cfg.eval_offset_epochs > cfg.epochs_per_block:
         raise UserError("--config.eval_offset_epochs must not exceed --config.epochs_per_block")
+    evals = cfg.get("evals_per_epoch", 1)
+    if not isinstance(evals, int) or evals < 1:
+        raise UserError(f"--config.evals_per_epoch must be a positive integer, got {evals!r}")
+    if evals > 1 and (cfg.epochs_per_block, cfg.eval_offset_epochs) != (1, 1):
+        raise UserError("--config.evals_per_epoch > 1 evaluates inside every epoch: it needs "
+                        "--config.epochs_per_block=1 and --config.eval_offset_epochs=1")
     if cfg.compute_dtype == "auto":
         cfg.compute_dtype = "float32" if backend == "cpu" else "bfloat16"
     if cfg.compute_dtype not in ("float32", "bfloat16", "float16"):
@@ -96,7 +103,9 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
         )
     # Here, before any workdir exists; the runner builds the mesh only later.
     mesh_lib.check_shape(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
-    data_parallel = num_devices // cfg.mesh.model
+    sizes = mesh_lib.axis_sizes(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
+    data_parallel = math.prod(sizes[a] for a in mesh_lib.batch_axes(
+        workload.logical_axis_rules(cfg)))
     batches = [("global_batch_size", cfg.global_batch_size)]
     if cfg.get("eval_batch_size"):
         _positive_int(cfg, "eval_batch_size")
@@ -109,17 +118,41 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
     return cfg
 
 
-def block_schedule(cfg) -> list[tuple[int, int]]:
-    """(first_epoch, epoch_count) of each block, 1-based; an eval follows each block.
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """The training between two evals, in steps, and how the MLPerf log names it."""
 
-    The first block is eval_offset_epochs long so that evals land where the
-    benchmark's rules put them (ResNet: epochs 3, 7, 11, ...).
+    first_epoch: int  # 1-based epoch the block starts in: block_start's first_epoch_num
+    epoch_count: int | float  # epochs it spans; a fraction where evals fall inside an epoch
+    start_step: int
+    end_step: int  # exclusive
+    eval_epoch: int | float  # epochs completed at the eval after it: eval_accuracy's epoch_num
+
+
+def block_schedule(cfg, steps_per_epoch: int) -> list[Block]:
+    """Blocks of training, each followed by an eval.
+
+    Whole-epoch blocks by default: the first is eval_offset_epochs long so that evals land
+    where the benchmark's rules put them (ResNet: epochs 3, 7, 11, ...). With
+    evals_per_epoch = k > 1 every epoch splits into k blocks of (nearly) equal steps, and
+    evals log fractional epochs (DLRM: every 0.05 epoch).
     """
-    blocks, epoch = [], 1
-    length = cfg.eval_offset_epochs
+    spe = steps_per_epoch
+    evals = cfg.get("evals_per_epoch", 1)
+    blocks = []
+    if evals > 1:
+        for epoch in range(1, cfg.max_epochs + 1):
+            base = (epoch - 1) * spe
+            cuts = sorted({round(k * spe / evals) for k in range(evals + 1)})
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                blocks.append(Block(epoch, (hi - lo) / spe, base + lo, base + hi,
+                                    (base + hi) / spe))
+        return blocks
+    epoch, length = 1, cfg.eval_offset_epochs
     while epoch <= cfg.max_epochs:
         count = min(length, cfg.max_epochs - epoch + 1)
-        blocks.append((epoch, count))
+        last = epoch + count - 1
+        blocks.append(Block(epoch, count, (epoch - 1) * spe, last * spe, last))
         epoch += count
         length = cfg.epochs_per_block
     return blocks

@@ -1,6 +1,7 @@
 """The timed MLPerf run: init -> compile -> run_start -> blocks of epochs -> eval -> run_stop."""
 
 import dataclasses
+import itertools
 import math
 import time
 
@@ -23,7 +24,7 @@ class RunResult:
     status: str  # "success" | "aborted" | "paused"
     reason: str
     time_to_train_s: float | None  # run_start -> run_stop; None while paused
-    epochs: int  # last epoch trained
+    epochs: int | float  # epochs trained (a fraction where evals fall inside epochs)
     metrics: dict
     log_path: str
 
@@ -34,7 +35,7 @@ SYNTHETIC_DONE = "synthetic data: throughput only, never a result"
 class _Abort(Exception):
     """Ends the run with run_stop status=aborted and this one-line reason."""
 
-    def __init__(self, reason: str, epoch: int):
+    def __init__(self, reason: str, epoch: int | float):
         super().__init__(reason)
         self.epoch = epoch
 
@@ -87,7 +88,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
     target = workload.target_for(cfg)
     ckpt = Checkpointer(opts.workdir)
     run_started, run_start_ms = False, None
-    progress = {"epoch": 0, "blocks": 0, "run_start_ms": None}
+    progress = {"step": 0, "epoch": 0, "blocks": 0, "run_start_ms": None}
     try:
         if not resume:
             _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes or {})
@@ -95,10 +96,12 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
         local_batch = cfg.global_batch_size // jax.process_count()
         fns = compile_lib.build(workload, cfg, mesh, local_batch, jax.process_count())
         if resume:
-            state, progress = ckpt.restore(ckpt.latest_epoch(), fns.abstract_state,
+            state, progress = ckpt.restore(ckpt.latest_step(), fns.abstract_state,
                                            fns.state_shardings)
-            train_iter = _train_batches(workload, cfg, opts, progress["epoch"] + 1)
-            log.event("jaxperf_resume", progress["epoch"] + 1)
+            step = progress["step"]
+            train_iter = _train_batches(workload, cfg, opts, step // steps_per_epoch + 1,
+                                        skip=step % steps_per_epoch)
+            log.event("jaxperf_resume", step // steps_per_epoch + 1, step=step)
             run_started = True
             run_start_ms = progress["run_start_ms"]
         else:
@@ -131,63 +134,69 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
     return result
 
 
-def _train_batches(workload, cfg, opts, start_epoch: int):
+def _train_batches(workload, cfg, opts, start_epoch: int, skip: int = 0):
     """The training input pipeline, built but not yet read from.
 
     Built before run_start: constructing a tf.data graph reads no data but takes seconds
-    (tracing the decode/augment functions), which is set-up, not training.
+    (tracing the decode/augment functions), which is set-up, not training. A run resumed
+    inside an epoch (evals within epochs) skips the batches of that epoch it already trained.
     """
     local_batch = cfg.global_batch_size // jax.process_count()
     if opts.data == "synthetic":
         return synthetic.batches(workload.batch_spec(cfg, "train", local_batch), seed=opts.seed)
     # A resumed run must not replay the order it already saw.
-    return workload.train_batches(
+    batches = workload.train_batches(
         cfg, opts.data_dir, local_batch_size=local_batch, process_index=jax.process_index(),
         process_count=jax.process_count(), seed=opts.seed * 1000 + start_epoch)
+    return itertools.islice(batches, skip, None) if skip else batches
 
 
 def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
            steps_per_epoch, progress, run_start_ms, say) -> RunResult:
-    schedule = config_lib.block_schedule(cfg)
-    start_epoch = progress["epoch"] + 1
+    spe = steps_per_epoch
+    schedule = config_lib.block_schedule(cfg, spe)
+    start_step = progress["step"]
     # Made by a jitted function, not device_put: in a multi-process job the replicated
     # sharding spans devices this process cannot address directly.
-    key = jax.jit(lambda: jax.random.fold_in(jax.random.key(opts.seed), start_epoch),
+    key = jax.jit(lambda: jax.random.fold_in(jax.random.key(opts.seed), start_step),
                   out_shardings=mesh_lib.replicated(fns.mesh))()
     peak = perf.peak_flops(jax.devices()[0].device_kind)
     flops = workload.flops_per_example(cfg)
     blocks_this_run, metrics, epoch = 0, {}, progress["epoch"]
-    for first, count in schedule:
-        if first < start_epoch:
+    for block in schedule:
+        if block.end_step <= start_step:
             continue
-        log.start(C.BLOCK_START, first_epoch_num=first, epoch_count=count)
+        log.start(C.BLOCK_START, first_epoch_num=block.first_epoch,
+                  epoch_count=block.epoch_count)
         t0 = time.perf_counter()
         step_metrics = []
-        for epoch in range(first, first + count):
-            log.start(C.EPOCH_START, epoch_num=epoch)
-            for _ in range(steps_per_epoch):
-                batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
-                state, m, key = fns.train_step(state, batch, key)
-                if _sync_every_step():
-                    jax.block_until_ready(m)
-                step_metrics.append(m)
-            log.end(C.EPOCH_STOP, epoch_num=epoch)
+        for step in range(block.start_step, block.end_step):
+            if step % spe == 0:
+                log.start(C.EPOCH_START, epoch_num=step // spe + 1)
+            batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
+            state, m, key = fns.train_step(state, batch, key)
+            if _sync_every_step():
+                jax.block_until_ready(m)
+            step_metrics.append(m)
+            if (step + 1) % spe == 0:
+                log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
         # One sync per block: fetching the losses waits for the last step.
         losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
-        stats = perf.BlockStats(count * steps_per_epoch * cfg.global_batch_size,
-                                count * steps_per_epoch, time.perf_counter() - t0)
-        log.end(C.BLOCK_STOP, first_epoch_num=first)
+        steps = block.end_step - block.start_step
+        stats = perf.BlockStats(steps * cfg.global_batch_size, steps, time.perf_counter() - t0)
+        log.end(C.BLOCK_STOP, first_epoch_num=block.first_epoch)
+        epoch = block.eval_epoch
         if not np.all(np.isfinite(losses)):
-            bad = int(np.argmin(np.isfinite(losses)))
-            raise _Abort(f"non-finite training loss at step {bad + 1} of epochs "
-                         f"{first}-{epoch}; lower the learning rate or check the data", epoch)
+            bad = block.start_step + int(np.argmin(np.isfinite(losses))) + 1
+            raise _Abort(f"non-finite training loss at step {bad} (epoch {epoch:g}); lower "
+                         "the learning rate or check the data", epoch)
         metrics = _evaluate(workload, cfg, opts, data, fns, state, log, epoch)
-        progress = {"epoch": epoch, "blocks": progress["blocks"] + 1,
+        progress = {"step": block.end_step, "epoch": epoch, "blocks": progress["blocks"] + 1,
                     "run_start_ms": run_start_ms}
         blocks_this_run += 1
         util = perf.mfu(flops, stats.samples_per_s, peak, jax.device_count())
-        eta = (cfg.max_epochs - epoch) * stats.seconds / count
-        say(f"block {progress['blocks']}/{len(schedule)} epoch {epoch}/{cfg.max_epochs} | "
+        eta = (schedule[-1].end_step - block.end_step) * stats.seconds / steps
+        say(f"block {progress['blocks']}/{len(schedule)} epoch {epoch:g}/{cfg.max_epochs} | "
             f"loss {losses.mean():.4f} | {stats.samples_per_s:,.1f} samples/s | "
             f"step {stats.step_ms:.1f} ms | MFU {'n/a' if util is None else f'{util:.1%}'} | "
             f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
@@ -198,11 +207,11 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
         paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
         every = opts.checkpoint_every_blocks
         if paused or (every and progress["blocks"] % every == 0):
-            ckpt.save(epoch, state, progress)
-        if paused and epoch < cfg.max_epochs:
+            ckpt.save(block.end_step, state, progress)
+        if paused and block is not schedule[-1]:
             ckpt.wait()
-            return RunResult("paused", f"paused after {blocks_this_run} blocks at epoch {epoch}",
-                             None, epoch, metrics, log.path)
+            return RunResult("paused", f"paused after {blocks_this_run} blocks at epoch "
+                             f"{epoch:g}", None, epoch, metrics, log.path)
     if opts.data == "synthetic":
         reason = SYNTHETIC_DONE
     else:

@@ -10,7 +10,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from suite.errors import UserError
 
 AXES = ("data", "fsdp", "model")
-BATCH_AXES = ("data", "fsdp")  # the global batch is split over both
+BATCH_AXES = ("data", "fsdp")  # default: the global batch is split over both
 
 
 def check_shape(num_devices: int, fsdp, model) -> None:
@@ -38,8 +38,23 @@ def make_mesh(fsdp: int = 1, model: int = 1, devices=None) -> Mesh:
     return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=types)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_axes(rules) -> tuple[str, ...]:
+    """The mesh axes a workload's logical axis rules split the batch over.
+
+    Most split it over (data, fsdp); DLRM also over model, whose devices hold different
+    table rows but run the dense layers on different examples."""
+    for name, axes in rules or ():
+        if name == "batch":
+            return (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return BATCH_AXES
+
+
+def axis_sizes(num_devices: int, fsdp: int, model: int) -> dict[str, int]:
+    return {"data": num_devices // (fsdp * model), "fsdp": fsdp, "model": model}
+
+
+def batch_sharding(mesh: Mesh, rules=None) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(batch_axes(rules)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

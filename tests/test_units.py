@@ -25,11 +25,30 @@ def test_target_directions_and_non_finite_values():
 
 def test_resnet_evaluates_at_epochs_3_7_11_like_the_reference():
     cfg = ResNetWorkload().config("reference")
-    blocks = config_lib.block_schedule(cfg)
-    evals = [first + count - 1 for first, count in blocks]
-    assert evals[:4] == [3, 7, 11, 15]
+    blocks = config_lib.block_schedule(cfg, steps_per_epoch=393)
+    evals = [b.first_epoch + b.epoch_count - 1 for b in blocks]
+    assert evals[:4] == [3, 7, 11, 15] == [b.eval_epoch for b in blocks[:4]]
     assert evals[-1] == cfg.max_epochs == 41
-    assert sum(count for _, count in blocks) == 41
+    assert sum(b.epoch_count for b in blocks) == 41
+    assert [b.end_step for b in blocks[:2]] == [3 * 393, 7 * 393]
+    assert all(a.end_step == b.start_step for a, b in zip(blocks, blocks[1:], strict=False))
+
+
+def test_evals_inside_an_epoch_split_it_into_equal_blocks():
+    cfg = ResNetWorkload().config("reference")
+    cfg.max_epochs, cfg.epochs_per_block, cfg.eval_offset_epochs = 1, 1, 1
+    cfg.evals_per_epoch = 20
+    blocks = config_lib.block_schedule(cfg, steps_per_epoch=3200)
+    assert len(blocks) == 20 and {b.end_step - b.start_step for b in blocks} == {160}
+    assert blocks[0].eval_epoch == 0.05 and blocks[-1].eval_epoch == 1.0
+    assert {b.first_epoch for b in blocks} == {1}
+    # Steps that do not divide: blocks differ by at most one step and cover the epoch.
+    blocks = config_lib.block_schedule(cfg, steps_per_epoch=1001)
+    sizes = [b.end_step - b.start_step for b in blocks]
+    assert sum(sizes) == 1001 and max(sizes) - min(sizes) <= 1
+    cfg.epochs_per_block = 2
+    with pytest.raises(UserError, match="evals_per_epoch"):
+        config_lib.resolve(ResNetWorkload(), cfg, 1, "cpu")
 
 
 def test_resolve_fills_dtype_and_refuses_bad_fields():
