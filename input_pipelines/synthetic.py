@@ -14,7 +14,7 @@ def _fill(shape: tuple[int, ...], dtype, rng: np.random.Generator, name: str) ->
     dtype = np.dtype(dtype)
     if name == "mask":
         return np.ones(shape, dtype)
-    if np.issubdtype(dtype, np.integer):
+    if np.issubdtype(dtype, np.integer) or name == "label":  # float labels: clicks, 0 or 1
         return rng.integers(0, 2, size=shape).astype(dtype)
     return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 

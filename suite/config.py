@@ -63,13 +63,12 @@ def validate_options(workload: Workload, opts: RunOptions) -> None:
         raise UserError("synthetic data is never a closed-division result; pass --division=open")
     if opts.data_dir is not None and not os.path.isdir(opts.data_dir):
         raise UserError(
-            f"--data_dir {opts.data_dir} does not exist; pass the tfds data directory that "
-            "holds the prepared dataset"
+            f"--data_dir {opts.data_dir} does not exist; pass {workload.data_dir_help}"
         )
     if opts.preset == "reference" and opts.data == "real" and opts.data_dir is None:
         raise UserError(
-            "the reference preset trains on the real dataset: pass --data_dir=<tfds dir>, "
-            "or --data=synthetic for a throughput-only run"
+            f"the reference preset trains on the real dataset: pass --data_dir (with "
+            f"{workload.data_dir_help}), or --data=synthetic for a throughput-only run"
         )
 
 
@@ -145,8 +144,9 @@ def block_schedule(cfg, steps_per_epoch: int) -> list[Block]:
             base = (epoch - 1) * spe
             cuts = sorted({round(k * spe / evals) for k in range(evals + 1)})
             for lo, hi in zip(cuts, cuts[1:], strict=False):
-                blocks.append(Block(epoch, (hi - lo) / spe, base + lo, base + hi,
-                                    (base + hi) / spe))
+                # Rounded for the log's sake; the steps stay exact.
+                blocks.append(Block(epoch, round((hi - lo) / spe, 6), base + lo, base + hi,
+                                    round((base + hi) / spe, 6)))
         return blocks
     epoch, length = 1, cfg.eval_offset_epochs
     while epoch <= cfg.max_epochs:

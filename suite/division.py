@@ -13,11 +13,12 @@ from suite.workload import Workload
 # Fields that change how a run executes, not what it computes: free in either division.
 # (MLPerf lets closed submissions choose numerics and parallelism; the epoch budget and the
 # dataset's true sizes are not hyperparameters.)
-# A vocabulary file stands for the reference's own vocabulary-building step, and the eval
-# batch only changes how many sentences are decoded at once.
+# A vocabulary file stands for the reference's own vocabulary-building step, the eval
+# batch only changes how many examples are scored at once, and how embedding tables are
+# split over devices is parallelism, not math.
 RUNTIME_FIELDS = frozenset({"compute_dtype", "mesh.fsdp", "mesh.model", "max_epochs",
                             "train_examples", "eval_examples", "eval_batch_size",
-                            "vocab_path"})
+                            "vocab_path", "embedding_sharding"})
 
 
 def flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:

@@ -123,8 +123,8 @@ def run() -> None:
         raise UserError(f"--submission_dir needs --runs={_required_runs(workload)}: MLPerf "
                         f"scores {workload.name} on exactly that many runs")
     if F.PRESET.value is None and preset == "tiny":
-        runner.say("No --data_dir given: running the tiny preset on built-in data "
-                   "(pass --data_dir=<tfds dir> for the full benchmark).")
+        runner.say("No --data_dir given: running the tiny preset on built-in data (for the "
+                   f"full benchmark pass --data_dir: {workload.data_dir_help}).")
     cfg, notes = _config(workload, preset, opts, jax.device_count(), jax.default_backend())
     # Before the data check, which can take seconds (preparing built-in data, say).
     workdir_lib.check_writable(opts.workdir)

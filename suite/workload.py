@@ -60,6 +60,8 @@ class Workload(abc.ABC):
     # Config fields (dotted) a closed-division run may change: the rules' tunable
     # hyperparameters. Everything else is fixed by the reference.
     closed_tunable: frozenset[str] = frozenset()
+    # What --data_dir must hold, for messages that tell the user how to fix a run.
+    data_dir_help: str = "the tfds data directory that holds the prepared dataset"
 
     # ----- configuration -------------------------------------------------
     @abc.abstractmethod
