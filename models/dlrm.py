@@ -16,12 +16,15 @@ split their rows over a mesh axis; dense params carry names no rule maps ("mlp_i
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+
+from models import embedding_bag
 
 _TABLE_AXES = ("table_rows", "table_dim")
 _KERNEL_AXES = ("mlp_in", "mlp_out")
@@ -165,6 +168,9 @@ class LowRankCrossNet(nn.Module):
 
 class DLRM(nn.Module):
     config: DLRMConfig
+    # (table, ids [batch, hotness]) -> pooled [batch, dim]: embedding_bag.pooled, or the
+    # row-sharded bag a workload picks for tables split over a mesh axis.
+    bag: Callable = embedding_bag.pooled
 
     @nn.compact
     def __call__(self, dense, sparse):
@@ -179,12 +185,10 @@ class DLRM(nn.Module):
                 f"embedding_{k}",
                 nn.with_logical_partitioning(_embedding_init(cfg.vocab_sizes[k]), _TABLE_AXES),
                 (cfg.padded_rows(k), cfg.embed_dim), jnp.float32)
-            # A plain gather: with the table's rows split over a mesh axis, the SPMD
-            # partitioner gathers locally on each shard and sums the partial results,
-            # rather than all-gathering the table. Pooling stays in float32 like the
-            # reference's embedding bags; only the pooled vector drops to cfg.dtype.
-            rows = jnp.take(table, sparse[:, offset:offset + hot], axis=0)
-            features.append(jnp.sum(rows, axis=1).astype(cfg.dtype))
+            # Pooling stays in float32 like the reference's embedding bags; only the
+            # pooled vector drops to cfg.dtype.
+            bag = self.bag(table, sparse[:, offset:offset + hot])
+            features.append(bag.astype(cfg.dtype))
         x = LowRankCrossNet(cfg, name="cross_net")(jnp.concatenate(features, axis=-1))
         logits = MLP(cfg, cfg.top_mlp, relu_last=False, name="top_mlp")(x)
         return logits[:, 0].astype(jnp.float32)

@@ -66,7 +66,8 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
     eval_batch = placed(workload.batch_spec(cfg, "eval", workload.eval_batch_size(cfg)),
                         batch_sh)
     key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
-    with nn.logical_axis_rules(rules):
+    # Under the mesh, so that steps may use shard_map (DLRM's row-sharded embedding bags).
+    with nn.logical_axis_rules(rules), mesh_lib.tracing(mesh):
         train_c = train_jit.lower(abs_state, train_batch, key_spec).compile()
         eval_c = eval_jit.lower(abs_state, eval_batch).compile()
     return Compiled(mesh, shardings, abstract, batch_sh, init_jit, train_c, eval_c)

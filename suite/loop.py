@@ -143,7 +143,8 @@ def _train_batches(workload, cfg, opts, start_epoch: int, skip: int = 0):
     """
     local_batch = cfg.global_batch_size // jax.process_count()
     if opts.data == "synthetic":
-        return synthetic.batches(workload.batch_spec(cfg, "train", local_batch), seed=opts.seed)
+        return synthetic.batches(workload.batch_spec(cfg, "train", local_batch), seed=opts.seed,
+                                 high=workload.synthetic_high(cfg))
     # A resumed run must not replay the order it already saw.
     batches = workload.train_batches(
         cfg, opts.data_dir, local_batch_size=local_batch, process_index=jax.process_index(),
@@ -231,7 +232,8 @@ def _evaluate(workload, cfg, opts, data, fns, state, log, epoch) -> dict:
     local_batch = global_batch // jax.process_count()
     if opts.data == "synthetic":
         steps = math.ceil(data.eval_examples / global_batch)
-        batches = synthetic.eval_batches(workload.batch_spec(cfg, "eval", local_batch), steps)
+        batches = synthetic.eval_batches(workload.batch_spec(cfg, "eval", local_batch), steps,
+                                         high=workload.synthetic_high(cfg))
     else:
         batches = workload.eval_batches(
             cfg, opts.data_dir, local_batch_size=local_batch,

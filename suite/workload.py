@@ -132,6 +132,11 @@ class Workload(abc.ABC):
     ) -> Iterator[Batch]:
         """One pass over the eval split; every process yields the same number of batches."""
 
+    def synthetic_high(self, cfg) -> dict[str, np.ndarray]:
+        """Exclusive upper bounds of integer batch fields in synthetic data; default 2.
+        Lookup-bound models say how far ids spread, so throughput runs gather like real ones."""
+        return {}
+
     # ----- reporting -----------------------------------------------------
     @abc.abstractmethod
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:

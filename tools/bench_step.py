@@ -25,10 +25,13 @@ _BATCH = flags.DEFINE_integer("batch", None, "Global batch size (default: the pr
 _DTYPE = flags.DEFINE_string("dtype", "auto", "Compute dtype: auto, bfloat16 or float32.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
+_FSDP = flags.DEFINE_integer("fsdp", 1, "Mesh fsdp axis size.")
+_MODEL = flags.DEFINE_integer("model", 1, "Mesh model axis size (DLRM: devices its tables "
+                              "split over).")
 
 
 def bench(workload_name: str, preset: str, batch: int | None, dtype: str, steps: int,
-          warmup: int) -> dict:
+          warmup: int, fsdp: int = 1, model: int = 1) -> dict:
     import jax
     import numpy as np
 
@@ -43,6 +46,7 @@ def bench(workload_name: str, preset: str, batch: int | None, dtype: str, steps:
     if batch is not None:
         cfg.global_batch_size = batch
     cfg.compute_dtype = dtype
+    cfg.mesh.fsdp, cfg.mesh.model = fsdp, model
     cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
     mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
     local = cfg.global_batch_size // jax.process_count()
@@ -52,7 +56,8 @@ def bench(workload_name: str, preset: str, batch: int | None, dtype: str, steps:
     memory = fns.train_step.memory_analysis()
     state = fns.init(jax.random.key(0))
     key = jax.jit(lambda: jax.random.key(1), out_shardings=mesh_lib.replicated(mesh))()
-    batches = synthetic.batches(workload.batch_spec(cfg, "train", local))
+    batches = synthetic.batches(workload.batch_spec(cfg, "train", local),
+                                high=workload.synthetic_high(cfg))
     # The batch is placed once: this times the step, not the host-to-device copy.
     batch = mesh_lib.to_global(next(batches), fns.batch_sharding)
     for _ in range(warmup):
@@ -88,7 +93,7 @@ def main(argv) -> int:
         return 2
     try:
         r = bench(_WORKLOAD.value, _PRESET.value, _BATCH.value, _DTYPE.value, _STEPS.value,
-                  _WARMUP.value)
+                  _WARMUP.value, _FSDP.value, _MODEL.value)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
