@@ -41,9 +41,14 @@ def reference_days(tmp_path_factory):
     return out
 
 
-def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tmp_path, cache):
-    workdir = str(tmp_path / "run")
-    proc = run_main(["--workload=dlrm_dcnv2", f"--workdir={workdir}"], cache)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache):
+    workdir = str(tmp_path_factory.mktemp("tiny") / "run")
+    return workdir, run_main(["--workload=dlrm_dcnv2", f"--workdir={workdir}"], cache)
+
+
+def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tiny_run):
+    workdir, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "run_stop success: reached auc >= 0.81" in proc.stdout
     assert f"compliance: PASS (official mlperf_logging compliance checker, training {RULESET})" \
@@ -67,6 +72,23 @@ def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tmp_path, cache):
     assert values(events, "epoch_start") == [None] and not values(events, "epoch_stop")
     assert metadata(events, "run_stop")[0]["status"] == "success"
     assert compliance.check(log, RULESET).passed
+
+
+def test_pause_inside_the_epoch_and_resume_exactly_where_it_stopped(tmp_path, cache, tiny_run):
+    """Paused after 2 of the 20 in-epoch blocks, then resumed from the step-31 checkpoint:
+    the reader skips the batches already trained, so every eval matches the unbroken run."""
+    workdir = str(tmp_path / "run")
+    args = ["--workload=dlrm_dcnv2", f"--workdir={workdir}"]
+    first = run_main([*args, "--stop_after_blocks=2"], cache)
+    assert first.returncode == 0 and "paused after 2 blocks at epoch 0.099359" in first.stdout
+    second = run_main(args, cache)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    assert [m["step"] for m in metadata(events, "jaxperf_resume")] == [31]
+    unbroken = read_log(os.path.join(tiny_run[0], "mlperf_log.txt"))
+    assert values(events, "eval_accuracy") == pytest.approx(values(unbroken, "eval_accuracy"),
+                                                            abs=1e-6)
+    assert compliance.check(os.path.join(workdir, "mlperf_log.txt"), RULESET).passed
 
 
 def test_reference_layout_with_row_sharded_tables_on_8_devices(tmp_path, cache,
