@@ -133,3 +133,14 @@ def test_truncated_day_file_is_a_one_line_error(tmp_path, cache, reference_days)
     assert str(victim) in errors[0] and "truncated" in errors[0], errors[0]
     assert not os.path.exists(workdir)
     assert math.isclose(os.path.getsize(victim), size - 520)
+
+
+def test_batch_too_large_for_the_evals_is_a_one_line_error(tmp_path, cache):
+    workdir = str(tmp_path / "run")
+    proc = run_main(["--workload=dlrm_dcnv2", f"--workdir={workdir}",
+                     "--config.global_batch_size=65536"], cache)
+    assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-2000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: 320000 training rows make 4 steps of batch 65536: fewer than the "
+                      "20 evals per epoch; lower --config.global_batch_size"], proc.stderr
+    assert not os.path.exists(workdir)

@@ -203,14 +203,13 @@ class DLRMWorkload(Workload):
     def data_info(self, cfg, data_dir):
         logs = self._logs(cfg, data_dir)
         train = logs.split_rows("train")
-        steps = train // cfg.global_batch_size
+        steps = criteo.train_steps_per_epoch(logs, cfg.global_batch_size)  # drops the rest
         if steps < cfg.evals_per_epoch:
             raise UserError(f"{train} training rows make {steps} steps of batch "
                             f"{cfg.global_batch_size}: fewer than the {cfg.evals_per_epoch} "
                             "evals per epoch; lower --config.global_batch_size")
         return DataInfo(train_examples=train, eval_examples=logs.split_rows("val"),
-                        source=f"{cfg.dataset} from {logs.data_dir}",
-                        steps_per_epoch=steps)  # the last partial batch is dropped
+                        source=f"{cfg.dataset} from {logs.data_dir}", steps_per_epoch=steps)
 
     def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
                       seed):
