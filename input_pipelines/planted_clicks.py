@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
-import tempfile
 import zipfile
 
 import numpy as np
 
+from input_pipelines import built_once
 from input_pipelines.criteo import NUM_DENSE
 from suite.auc import roc_auc
 from suite.errors import UserError
 
-MANIFEST = "manifest.json"
+MANIFEST = built_once.MANIFEST
 # Bumped whenever the generator changes what it writes, so cached copies are rebuilt.
 GENERATOR_VERSION = 1
 
@@ -180,52 +179,14 @@ def _matches(manifest: dict, params: dict) -> bool:
         for key, value in params.items())
 
 
-def _read_manifest(data_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(data_dir, MANIFEST)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def prepare(cache_root: str, name: str = "tiny") -> tuple[str, dict]:
-    """The built-in dataset `name` under cache_root/criteo_<name>/, written once; returns
-    (data_dir, manifest).
-
-    Written into a temporary sibling and renamed into place, so a directory with its manifest
-    is always complete, and concurrent preparers at worst write it twice.
-    """
+    """The built-in dataset `name` under cache_root/criteo_<name>/, written once (atomically,
+    see input_pipelines.built_once); returns (data_dir, manifest)."""
     if name not in DATASETS:
         raise UserError(f"no built-in click logs named {name!r}; choose one of "
                         f"{', '.join(DATASETS)}")
     params = DATASETS[name]
-    data_dir = os.path.join(cache_root, f"criteo_{name}")
-    manifest = _read_manifest(data_dir)
-    if manifest is not None and _matches(manifest, params):
-        return data_dir, manifest
-    print(f"Preparing the built-in criteo_{name} click logs under {cache_root} (once, a few "
-          "seconds).", flush=True)
-    try:
-        os.makedirs(cache_root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".criteo_{name}.", dir=cache_root)
-    except OSError as e:
-        raise UserError(f"cannot write the built-in click logs under {cache_root} "
-                        f"({e.strerror}); set JAXPERF_CACHE to a writable directory") from e
-    try:
-        manifest = write(staging, **params)
-        if os.path.exists(data_dir):
-            # A stale copy (older generator or parameters): move it aside first, since
-            # rename cannot replace a non-empty directory.
-            stale = tempfile.mkdtemp(prefix=f".criteo_{name}.stale.", dir=cache_root)
-            os.rename(data_dir, os.path.join(stale, "old"))
-            shutil.rmtree(stale, ignore_errors=True)
-        os.rename(staging, data_dir)
-    except OSError:
-        # Another process finished first: use its copy if it is the one we want.
-        done = _read_manifest(data_dir)
-        if done is None or not _matches(done, params):
-            raise
-        manifest = done
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return data_dir, manifest
+    return built_once.prepare(cache_root, f"criteo_{name}",
+                              f"the built-in criteo_{name} click logs",
+                              lambda manifest: _matches(manifest, params),
+                              lambda staging: write(staging, **params))

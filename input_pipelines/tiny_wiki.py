@@ -33,18 +33,16 @@ import io
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import sentencepiece as spm
 from num2words import num2words
 
-from input_pipelines import bert_records
+from input_pipelines import bert_records, built_once
 from suite.errors import UserError
 
-MANIFEST, VOCAB, EVAL_FILE, TRAIN_DIR = "manifest.json", "vocab.model", "eval.tfrecord", "train"
+MANIFEST, VOCAB, EVAL_FILE, TRAIN_DIR = built_once.MANIFEST, "vocab.model", "eval.tfrecord", "train"
 # Bumped whenever the generator changes what it writes, so cached copies are rebuilt.
 GENERATOR_VERSION = 1
 TINY = dict(seq_len=64, max_predictions=10, vocab_size=1024, train_examples=32_000,
@@ -392,52 +390,14 @@ def write(out_dir: str, *, seq_len: int, max_predictions: int, vocab_size: int,
     return manifest
 
 
-def _read_manifest(data_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(data_dir, MANIFEST)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _matches(manifest: dict | None, params: dict) -> bool:
     return (manifest is not None and manifest.get("generator_version") == GENERATOR_VERSION
             and all(manifest.get(key) == value for key, value in params.items()))
 
 
 def prepare(cache_root: str) -> tuple[str, dict]:
-    """The tiny BERT data under cache_root/bert_tiny/, written once; returns (dir, manifest).
-
-    Written into a temporary sibling and renamed into place, so a directory with its manifest
-    is always complete, and concurrent preparers at worst write it twice.
-    """
-    data_dir = os.path.join(cache_root, "bert_tiny")
-    manifest = _read_manifest(data_dir)
-    if _matches(manifest, TINY):
-        return data_dir, manifest
-    print(f"Preparing the built-in tiny BERT data under {cache_root} (once, a few seconds).",
-          flush=True)
-    try:
-        os.makedirs(cache_root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".bert_tiny.", dir=cache_root)
-    except OSError as e:
-        raise UserError(f"cannot write the tiny BERT data under {cache_root} ({e.strerror}); "
-                        "set JAXPERF_CACHE to a writable directory") from e
-    try:
-        manifest = write(staging, **TINY)
-        if os.path.exists(data_dir):
-            # A stale copy (older generator or parameters): move it aside first, since
-            # rename cannot replace a non-empty directory.
-            stale = tempfile.mkdtemp(prefix=".bert_tiny.stale.", dir=cache_root)
-            os.rename(data_dir, os.path.join(stale, "old"))
-            shutil.rmtree(stale, ignore_errors=True)
-        os.rename(staging, data_dir)
-    except OSError:
-        # Another process finished first: use its copy if it is the one we want.
-        done = _read_manifest(data_dir)
-        if not _matches(done, TINY):
-            raise
-        manifest = done
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return data_dir, manifest
+    """The tiny BERT data under cache_root/bert_tiny/, written once (atomically, see
+    input_pipelines.built_once); returns (dir, manifest)."""
+    return built_once.prepare(cache_root, "bert_tiny", "the built-in tiny BERT data",
+                              lambda manifest: _matches(manifest, TINY),
+                              lambda staging: write(staging, **TINY))

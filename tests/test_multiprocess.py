@@ -16,23 +16,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_processes(workdir: str, env: dict, args: list[str]):
+    """suite.main as processes 0 and 1 of one jax.distributed job; (procs, (out, err) each)."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "suite.main", "--multihost",
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}", f"--workdir={workdir}", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    return procs, [p.communicate(timeout=600) for p in procs]
+
+
 def test_two_processes_train_one_run_and_process_0_alone_logs(tmp_path):
     workdir = str(tmp_path / "run")
-    port = _free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAXPERF_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     # Built once up front: two processes preparing one fresh dataset would race.
     from input_pipelines import digits
     digits.prepare(os.path.join(env["JAXPERF_CACHE"], "tfds"))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "suite.main", "--multihost",
-             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-             f"--process_id={i}", f"--workdir={workdir}", "--config.max_epochs=2"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
+    procs, outs = _two_processes(workdir, env, ["--config.max_epochs=2"])
     # Both end the same way: the 2-epoch budget runs out before the target.
     assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
     assert "on 8xcpu" in outs[0][0] and "block 2/" in outs[0][0]
@@ -56,22 +61,13 @@ def test_two_processes_decode_and_score_the_whole_eval_set(tmp_path):
     share of the test set; the decoded tokens of all 500 sentences come back to every
     process for scoring, and process 0 alone logs."""
     workdir = str(tmp_path / "run")
-    port = _free_port()
     cache = str(tmp_path / "cache")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
     from input_pipelines import numbers_translate
     numbers_translate.prepare(os.path.join(cache, "tfds"))
     args = ["--workload=transformer", "--config.max_epochs=1", "--config.eval_batch_size=64"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "suite.main", "--multihost",
-             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-             f"--process_id={i}", f"--workdir={workdir}", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
+    procs, outs = _two_processes(workdir, env, args)
     assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
     assert "on 4xcpu" in outs[0][0] and "block 1/" in outs[0][0]
     log = os.path.join(workdir, "mlperf_log.txt")
@@ -88,7 +84,6 @@ def test_two_processes_split_dlrm_tables_across_hosts(tmp_path):
     """DLRM-DCNv2: the tables' rows split over a model axis that spans both processes; each
     process reads its own contiguous shard of the click logs, and process 0 alone logs."""
     workdir = str(tmp_path / "run")
-    port = _free_port()
     cache = str(tmp_path / "cache")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
@@ -97,15 +92,7 @@ def test_two_processes_split_dlrm_tables_across_hosts(tmp_path):
     # Batch 4,096 (78 steps an epoch): few steps, since gloo runs them one at a time.
     args = ["--workload=dlrm_dcnv2", "--config.mesh.model=4", "--config.evals_per_epoch=4",
             "--config.global_batch_size=4096", "--config.target_value=0.79"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "suite.main", "--multihost",
-             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-             f"--process_id={i}", f"--workdir={workdir}", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
+    procs, outs = _two_processes(workdir, env, args)
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert "on 4xcpu" in outs[0][0] and "run_stop success: reached auc >= 0.79" in outs[0][0]
     assert ":::MLLOG" not in outs[1][0]
