@@ -137,9 +137,9 @@ class DLRMWorkload(Workload):
         model_cfg = self.model_config(cfg)
         if cfg.embedding_sharding != "row" or cfg.mesh.model == 1:
             return dlrm_model.DLRM(model_cfg)
-        batch_axes = dict(self.logical_axis_rules(cfg))["batch"]
         bag = functools.partial(embedding_bag.row_sharded_pooled, mesh=mesh_lib.current_mesh(),
-                                row_axis="model", batch_axes=batch_axes)
+                                row_axis="model",
+                                batch_axes=mesh_lib.batch_axes(self.logical_axis_rules(cfg)))
         return dlrm_model.DLRM(model_cfg, bag=bag)
 
     def optimizer(self, cfg) -> optax.GradientTransformation:
