@@ -74,8 +74,13 @@ class ClickLogs:
 
     def paths(self, day: int) -> tuple[str, str, str]:
         """(dense, labels, sparse) file paths of one day."""
-        return tuple(os.path.join(self.data_dir, f"day_{day}_{kind}")
-                     for kind in ("dense.npy", "labels.npy", "sparse_multi_hot.npz"))
+        return day_paths(self.data_dir, day)
+
+
+def day_paths(data_dir: str, day: int) -> tuple[str, str, str]:
+    """(dense, labels, sparse) file paths of one day, named as the reference names them."""
+    return tuple(os.path.join(data_dir, f"day_{day}_{kind}")
+                 for kind in ("dense.npy", "labels.npy", "sparse_multi_hot.npz"))
 
 
 def sparse_offsets(hotness: tuple[int, ...]) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ import zipfile
 
 import numpy as np
 
-from input_pipelines import built_once
+from input_pipelines import built_once, criteo
 from input_pipelines.criteo import NUM_DENSE
 from suite.auc import roc_auc
 from suite.errors import UserError
@@ -153,10 +153,10 @@ def write(out_dir: str, *, num_days: int, rows_per_day: int, vocab_sizes: tuple[
         dense, sparse, probability = model.day(seed, day, rows_per_day)
         labels = np.random.default_rng([seed, _LABEL, day]).random(rows_per_day) < probability
         positives += int(labels.sum())
-        np.save(os.path.join(out_dir, f"day_{day}_dense.npy"), dense)
-        np.save(os.path.join(out_dir, f"day_{day}_labels.npy"),
-                labels.astype(np.int32).reshape(-1, 1))
-        _write_npz(os.path.join(out_dir, f"day_{day}_sparse_multi_hot.npz"), sparse)
+        dense_path, labels_path, sparse_path = criteo.day_paths(out_dir, day)
+        np.save(dense_path, dense)
+        np.save(labels_path, labels.astype(np.int32).reshape(-1, 1))
+        _write_npz(sparse_path, sparse)
     val_rows = (rows_per_day + 1) // 2
     manifest = dict(
         generator_version=GENERATOR_VERSION,
