@@ -75,6 +75,12 @@ def _variable_map(layers: int) -> list[tuple[tuple[str, ...], str, str]]:
     return entries
 
 
+def reference_names(layers: int) -> dict[tuple[str, ...], str]:
+    """Param path -> the reference's TF variable name, for a `layers`-layer Bert. The
+    reference's optimizer chooses what to decay by these names."""
+    return {path: name for path, name, _ in _variable_map(layers)}
+
+
 def _get(tree, path):
     for key in path:
         tree = tree[key]
@@ -91,13 +97,8 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def load_reference_checkpoint(path: str, cfg: BertConfig) -> dict:
-    """Params for Bert(cfg) (unboxed float32 numpy arrays) from a reference TF checkpoint.
-
-    `path` is the checkpoint prefix (e.g. .../model.ckpt-28252) or a directory whose
-    `checkpoint` file names one. UserError, in one line, for an unreadable path or any
-    variable missing or shaped differently from what cfg needs.
-    """
+def _checked_reader(path: str, cfg: BertConfig):
+    """The checkpoint's reader, once every variable Bert(cfg) needs is there in its shape."""
     import tensorflow as tf
 
     try:
@@ -108,11 +109,9 @@ def load_reference_checkpoint(path: str, cfg: BertConfig) -> dict:
             "path prefix (e.g. .../model.ckpt-28252, beside its .index and .data-* files)"
         ) from None
     found_shapes = reader.get_variable_to_shape_map()
-
     expected = nn.unbox(abstract_variables(cfg))["params"]
-    entries = _variable_map(cfg.layers)
     problems = []
-    for param_path, name, layout in entries:
+    for param_path, name, layout in _variable_map(cfg.layers):
         want = _tf_shape(_get(expected, param_path).shape, layout)
         if name not in found_shapes:
             problems.append(f"variable {name} is missing (expected shape {list(want)})")
@@ -122,9 +121,25 @@ def load_reference_checkpoint(path: str, cfg: BertConfig) -> dict:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(f"BERT checkpoint {path}: {problems[0]}{more}; {_FIX}")
+    return reader, expected
 
+
+def check_reference_checkpoint(path: str, cfg: BertConfig) -> None:
+    """UserError, in one line, unless `path` holds every variable Bert(cfg) needs in its
+    shape; reads only the checkpoint's index."""
+    _checked_reader(path, cfg)
+
+
+def load_reference_checkpoint(path: str, cfg: BertConfig) -> dict:
+    """Params for Bert(cfg) (unboxed float32 numpy arrays) from a reference TF checkpoint.
+
+    `path` is the checkpoint prefix (e.g. .../model.ckpt-28252) or a directory whose
+    `checkpoint` file names one. UserError, in one line, for an unreadable path or any
+    variable missing or shaped differently from what cfg needs.
+    """
+    reader, expected = _checked_reader(path, cfg)
     params: dict = {}
-    for param_path, name, layout in entries:
+    for param_path, name, layout in _variable_map(cfg.layers):
         value = np.asarray(reader.get_tensor(name), np.float32)
         if layout == _TRANSPOSED:
             value = value.T

@@ -34,10 +34,11 @@ def _fmt(seconds: float) -> str:
 def describe(records: list[scoring.RunRecord]) -> tuple[list[str], scoring.Score | None]:
     """Plain-words summary lines of several runs, and their score (None under 3 runs)."""
     times = [r.seconds for r in records]
-    lines = ["run  seed  status     time-to-train     epochs"]
+    unit = "samples" if any(r.counts_samples for r in records) else "epochs"
+    lines = [f"run  seed  status     time-to-train     {unit:>9}"]
     for i, r in enumerate(records):
         lines.append(f"{i:>3}  {r.seed!s:>4}  {r.status:<9}  {_fmt(r.seconds):>16}  "
-                     f"{r.epochs!s:>6}")
+                     f"{r.epochs!s:>9}")
     if len(records) < 3:
         lines.append(f"{len(records)} run(s): MLPerf scoring needs at least 3 (drops the fastest "
                      "and the slowest)")

@@ -125,18 +125,35 @@ class Block:
     epoch_count: int | float  # epochs it spans; a fraction where evals fall inside an epoch
     start_step: int
     end_step: int  # exclusive
-    eval_epoch: int | float  # epochs completed at the eval after it: eval_accuracy's epoch_num
+    # Where training stands at the eval after it: eval_accuracy's epoch_num. Epochs
+    # completed, or samples trained where the rules count in samples (BERT).
+    eval_epoch: int | float
+    samples: int | None = None  # samples trained in the block, where the rules count samples
+
+    def start_metadata(self) -> dict:
+        if self.samples is not None:
+            return {"samples_count": self.samples}
+        return {"first_epoch_num": self.first_epoch, "epoch_count": self.epoch_count}
+
+    def stop_metadata(self) -> dict:
+        if self.samples is not None:
+            return {"samples_count": self.samples}
+        return {"first_epoch_num": self.first_epoch}
 
 
-def block_schedule(cfg, steps_per_epoch: int) -> list[Block]:
+def block_schedule(cfg, steps_per_epoch: int, eval_every_samples: int = 0) -> list[Block]:
     """Blocks of training, each followed by an eval.
 
     Whole-epoch blocks by default: the first is eval_offset_epochs long so that evals land
     where the benchmark's rules put them (ResNet: epochs 3, 7, 11, ...). With
     evals_per_epoch = k > 1 every epoch splits into k blocks of (nearly) equal steps, and
-    evals log fractional epochs (DLRM: every 0.05 epoch).
+    evals log fractional epochs (DLRM: every 0.05 epoch). With eval_every_samples = n > 0
+    the run is max_epochs * steps_per_epoch steps, evaluated after the first step at which
+    another n samples have been trained, and the log counts samples, not epochs (BERT).
     """
     spe = steps_per_epoch
+    if eval_every_samples > 0:
+        return _sample_blocks(cfg.global_batch_size, cfg.max_epochs * spe, eval_every_samples)
     evals = cfg.get("evals_per_epoch", 1)
     blocks = []
     if evals > 1:
@@ -155,6 +172,19 @@ def block_schedule(cfg, steps_per_epoch: int) -> list[Block]:
         blocks.append(Block(epoch, count, (epoch - 1) * spe, last * spe, last))
         epoch += count
         length = cfg.epochs_per_block
+    return blocks
+
+
+def _sample_blocks(batch: int, total_steps: int, every: int) -> list[Block]:
+    blocks, start, k = [], 0, 1
+    while start < total_steps:
+        # MLPerf BERT: eval once samples trained reach k * every (rounded up to a step).
+        end = min(-(-k * every // batch), total_steps)
+        k += 1
+        if end > start:
+            blocks.append(Block(1, (end - start) / total_steps, start, end, end * batch,
+                                samples=(end - start) * batch))
+            start = end
     return blocks
 
 

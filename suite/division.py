@@ -15,10 +15,11 @@ from suite.workload import Workload
 # dataset's true sizes are not hyperparameters.)
 # A vocabulary file stands for the reference's own vocabulary-building step, the eval
 # batch only changes how many examples are scored at once, and how embedding tables are
-# split over devices is parallelism, not math.
+# split over devices is parallelism, not math. A checkpoint path says where the
+# reference's own start checkpoint lies (its loader refuses other names and shapes).
 RUNTIME_FIELDS = frozenset({"compute_dtype", "mesh.fsdp", "mesh.model", "max_epochs",
                             "train_examples", "eval_examples", "eval_batch_size",
-                            "vocab_path", "embedding_sharding"})
+                            "vocab_path", "embedding_sharding", "init_checkpoint"})
 
 
 def flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:

@@ -106,6 +106,9 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
             run_start_ms = progress["run_start_ms"]
         else:
             state = fns.init(jax.random.key(opts.seed))
+            start = workload.initial_params(cfg, fns.abstract_state.params)
+            if start is not None:
+                state = state.replace(params=mesh_lib.place(start, fns.state_shardings.params))
             train_iter = _train_batches(workload, cfg, opts, 1)
             jax.block_until_ready(state)
             log.end(C.INIT_STOP)
@@ -155,7 +158,11 @@ def _train_batches(workload, cfg, opts, start_epoch: int, skip: int = 0):
 def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
            steps_per_epoch, progress, run_start_ms, say) -> RunResult:
     spe = steps_per_epoch
-    schedule = config_lib.block_schedule(cfg, spe)
+    every = workload.eval_every_samples(cfg)
+    schedule = config_lib.block_schedule(cfg, spe, every)
+    # Where the rules count samples (BERT), the log has no epochs: blocks say how many
+    # samples they train and evals say how many have been trained.
+    where = _sample_position if every else _epoch_position
     start_step = progress["step"]
     # Made by a jitted function, not device_put: in a multi-process job the replicated
     # sharding spans devices this process cannot address directly.
@@ -167,29 +174,28 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
     for block in schedule:
         if block.end_step <= start_step:
             continue
-        log.start(C.BLOCK_START, first_epoch_num=block.first_epoch,
-                  epoch_count=block.epoch_count)
+        log.start(C.BLOCK_START, **block.start_metadata())
         t0 = time.perf_counter()
         step_metrics = []
         for step in range(block.start_step, block.end_step):
-            if step % spe == 0:
+            if not every and step % spe == 0:
                 log.start(C.EPOCH_START, epoch_num=step // spe + 1)
             batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
             state, m, key = fns.train_step(state, batch, key)
             if _sync_every_step():
                 jax.block_until_ready(m)
             step_metrics.append(m)
-            if (step + 1) % spe == 0:
+            if not every and (step + 1) % spe == 0:
                 log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
         # One sync per block: fetching the losses waits for the last step.
         losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
         steps = block.end_step - block.start_step
         stats = perf.BlockStats(steps * cfg.global_batch_size, steps, time.perf_counter() - t0)
-        log.end(C.BLOCK_STOP, first_epoch_num=block.first_epoch)
+        log.end(C.BLOCK_STOP, **block.stop_metadata())
         epoch = block.eval_epoch
         if not np.all(np.isfinite(losses)):
             bad = block.start_step + int(np.argmin(np.isfinite(losses))) + 1
-            raise _Abort(f"non-finite training loss at step {bad} (epoch {epoch:g}); lower "
+            raise _Abort(f"non-finite training loss at step {bad} ({where(epoch)}); lower "
                          "the learning rate or check the data", epoch)
         metrics = _evaluate(workload, cfg, opts, data, fns, state, log, epoch)
         progress = {"step": block.end_step, "epoch": epoch, "blocks": progress["blocks"] + 1,
@@ -197,7 +203,7 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
         blocks_this_run += 1
         util = perf.mfu(flops, stats.samples_per_s, peak, jax.device_count())
         eta = (schedule[-1].end_step - block.end_step) * stats.seconds / steps
-        say(f"block {progress['blocks']}/{len(schedule)} epoch {epoch:g}/{cfg.max_epochs} | "
+        say(f"block {progress['blocks']}/{len(schedule)} {where(epoch, schedule[-1].eval_epoch)} | "
             f"loss {losses.mean():.4f} | {stats.samples_per_s:,.1f} samples/s | "
             f"step {stats.step_ms:.1f} ms | MFU {'n/a' if util is None else f'{util:.1%}'} | "
             f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
@@ -216,8 +222,17 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
     if opts.data == "synthetic":
         reason = SYNTHETIC_DONE
     else:
-        reason = f"{target.describe()} not reached within {cfg.max_epochs} epochs"
+        budget = f"{schedule[-1].eval_epoch:,} samples" if every else f"{cfg.max_epochs} epochs"
+        reason = f"{target.describe()} not reached within {budget}"
     return _stop(log, C.ABORTED, reason, epoch, metrics, run_start_ms)
+
+
+def _epoch_position(epoch, last=None) -> str:
+    return f"epoch {epoch:g}" + (f"/{last:g}" if last is not None else "")
+
+
+def _sample_position(samples, last=None) -> str:
+    return f"{samples:,} samples" + (f"/{last:,}" if last is not None else "")
 
 
 def _stop(log, status, reason, epoch, metrics, run_start_ms) -> RunResult:

@@ -94,6 +94,7 @@ def _config(workload, preset: str, opts: config_lib.RunOptions, num_devices: int
     diff = division.changes(reference, cfg)
     if opts.division == "closed":
         division.check_closed(workload, diff)
+        workload.check_closed(cfg)
     return cfg, division.log_notes(diff, opts.borrow_hparams, borrowed)
 
 

@@ -98,6 +98,18 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules) -> Any:
     return nn.logical_to_mesh_sharding(logical, mesh, rules)
 
 
+def place(host_tree: Any, shardings: Any) -> Any:
+    """Host arrays (the same on every process) -> global arrays with these shardings.
+
+    Each process builds only the shards its own devices hold, so it works where a
+    sharding spans devices of other processes (jax.device_put would need them all)."""
+    def one(array, sharding):
+        array = np.asarray(array)
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    return jax.tree.map(one, host_tree, shardings)
+
+
 def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """This process's rows of a batch -> one global array per field."""
     return {

@@ -6,11 +6,13 @@ from suite.workload import Workload
 
 def _workloads() -> dict[str, type[Workload]]:
     # Imported here so that listing names does not need every model at import time.
+    from suite.workloads.bert import BertWorkload
     from suite.workloads.dlrm import DLRMWorkload
     from suite.workloads.resnet import ResNetWorkload
     from suite.workloads.transformer import TransformerWorkload
 
-    return {w.name: w for w in (ResNetWorkload, TransformerWorkload, DLRMWorkload)}
+    return {w.name: w for w in (ResNetWorkload, TransformerWorkload, BertWorkload,
+                                  DLRMWorkload)}
 
 
 def names() -> list[str]:

@@ -47,7 +47,7 @@ def _prepare_workdir(workdir: str, resolved: dict) -> bool:
 def data_info(workload: Workload, cfg, opts: RunOptions) -> DataInfo:
     """The data's true sizes (written into cfg); raises UserError when it is missing."""
     if opts.data == "synthetic":
-        return DataInfo(cfg.train_examples, cfg.eval_examples, "synthetic")
+        return workload.synthetic_data_info(cfg)
     data = workload.data_info(cfg, opts.data_dir)
     cfg.train_examples, cfg.eval_examples = data.train_examples, data.eval_examples
     return data
@@ -62,7 +62,8 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
     resume = _prepare_workdir(opts.workdir, resolved)
     if jax.process_index() == 0 and not resume:
         config_lib.write(cfg, opts, opts.workdir)
-        for name, path in workload.artifacts(cfg).items():
+        # Files the data came with (a vocabulary): a synthetic run has none to copy.
+        for name, path in (workload.artifacts(cfg) if opts.data == "real" else {}).items():
             shutil.copyfile(path, os.path.join(opts.workdir, name))
     say(f"{workload.name} ({opts.preset}, {opts.division} division, seed {opts.seed}) on "
         f"{loop.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
@@ -74,7 +75,8 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
         return result
     ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
     say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
-        f"{result.epochs} epochs. MLPerf log: {result.log_path}")
+        f"{result.epochs} {'samples' if workload.eval_every_samples(cfg) else 'epochs'}. "
+        f"MLPerf log: {result.log_path}")
     if check_log and jax.process_index() == 0:
         say(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
     return result

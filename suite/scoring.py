@@ -23,7 +23,9 @@ class RunRecord:
     seconds: float  # run_start -> run_stop; inf where the run did not converge
     epochs: int | None
     evals: tuple[tuple[float, int, float], ...]  # (seconds since run_start, epoch, value)
-    blocks: tuple[tuple[int, int, float], ...]  # (first epoch, epoch count, seconds)
+    # ("epochs", first epoch, epoch count, seconds), or where the log counts samples
+    # (BERT) ("samples", samples trained before, samples in the block, seconds).
+    blocks: tuple[tuple[str, int, int | float, float], ...]
     train_samples: int | None
     hparams: dict  # every logged POINT_IN_TIME value before run_start, by key
 
@@ -31,12 +33,23 @@ class RunRecord:
     def converged(self) -> bool:
         return self.status == C.SUCCESS
 
+    @property
+    def counts_samples(self) -> bool:
+        """Whether the log counts samples trained, not epochs (BERT's rules)."""
+        return any(unit == "samples" for unit, *_ in self.blocks)
+
     def block_throughput(self) -> list[tuple[int, float]]:
-        """(last epoch of block, samples/s) from block_start/block_stop timestamps."""
-        if not self.train_samples:
-            return []
-        return [(first + count - 1, count * self.train_samples / s)
-                for first, count, s in self.blocks if s > 0]
+        """(where the block ends: last epoch or samples trained, samples/s), from the
+        block_start/block_stop timestamps."""
+        points = []
+        for unit, first, count, s in self.blocks:
+            if s <= 0:
+                continue
+            if unit == "samples":
+                points.append((first + count, count / s))
+            elif self.train_samples:
+                points.append((first + count - 1, count * self.train_samples / s))
+        return points
 
 
 def read_events(path: str) -> list[dict]:
@@ -57,7 +70,7 @@ def read_run(path: str) -> RunRecord:
     hparams = {}
     start_ms = stop_ms = None
     status, epochs = C.ABORTED, None
-    evals, blocks, open_blocks = [], [], {}
+    evals, blocks, open_blocks, trained = [], [], {}, 0
     for e in events:
         key, meta, t = e["key"], e.get("metadata", {}), e["time_ms"]
         first.setdefault(key, e["value"])
@@ -71,11 +84,19 @@ def read_run(path: str) -> RunRecord:
         elif key == C.EVAL_ACCURACY and start_ms is not None:
             evals.append(((t - start_ms) / 1e3, meta.get("epoch_num"), float(e["value"])))
             epochs = meta.get("epoch_num", epochs)
+        elif key == C.BLOCK_START and C.SAMPLES_COUNT in meta:
+            open_blocks["samples"] = (trained, meta[C.SAMPLES_COUNT], t)
         elif key == C.BLOCK_START:
-            open_blocks[meta.get("first_epoch_num")] = (meta.get("epoch_count", 1), t)
-        elif key == C.BLOCK_STOP and meta.get("first_epoch_num") in open_blocks:
-            count, t0 = open_blocks.pop(meta["first_epoch_num"])
-            blocks.append((meta["first_epoch_num"], count, (t - t0) / 1e3))
+            first = meta.get("first_epoch_num")
+            open_blocks[first] = (first, meta.get("epoch_count", 1), t)
+        elif key == C.BLOCK_STOP:
+            block = "samples" if C.SAMPLES_COUNT in meta else meta.get("first_epoch_num")
+            if block in open_blocks:
+                first, count, t0 = open_blocks.pop(block)
+                blocks.append(("samples" if block == "samples" else "epochs", first, count,
+                               (t - t0) / 1e3))
+                if block == "samples":
+                    trained += count
     finished = start_ms is not None and stop_ms is not None and status == C.SUCCESS
     return RunRecord(
         path=path,

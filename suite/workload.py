@@ -100,6 +100,18 @@ class Workload(abc.ABC):
         """Global batch of the eval step; decoding workloads use a smaller one than training."""
         return cfg.get("eval_batch_size") or cfg.global_batch_size
 
+    def eval_every_samples(self, cfg) -> int:
+        """Where the rules set the eval interval in samples trained (BERT), that interval:
+        the run then lasts max_epochs * steps_per_epoch steps and its log counts samples.
+        0 (the default): evals fall at epochs, as the config's epoch fields say."""
+        return 0
+
+    def initial_params(self, cfg, abstract_params) -> Any | None:
+        """Host (NumPy) params to start from instead of the random init, e.g. a reference
+        checkpoint; shaped like abstract_params. Loaded before run_start, as MLPerf's
+        rules count checkpoint loading as initialization. None: the random init."""
+        return None
+
     def artifacts(self, cfg) -> dict[str, str]:
         """Files a run depends on (name in the workdir -> path), copied into its workdir
         so that the run can be reproduced from the workdir alone (e.g. a vocabulary)."""
@@ -132,6 +144,10 @@ class Workload(abc.ABC):
     ) -> Iterator[Batch]:
         """One pass over the eval split; every process yields the same number of batches."""
 
+    def synthetic_data_info(self, cfg) -> DataInfo:
+        """What a --data=synthetic run stands in for: the config's example counts."""
+        return DataInfo(cfg.train_examples, cfg.eval_examples, "synthetic")
+
     def synthetic_high(self, cfg) -> dict[str, np.ndarray]:
         """Exclusive upper bounds of integer batch fields in synthetic data; default 2.
         Lookup-bound models say how far ids spread, so throughput runs gather like real ones."""
@@ -142,6 +158,10 @@ class Workload(abc.ABC):
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:
         """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants;
         a value is plain or a Logged(value, metadata)."""
+
+    def check_closed(self, cfg) -> None:
+        """Closed-division rules beyond which fields may change (UserError if broken)."""
+        return None
 
     def config_from_hparams(self, hparams: dict[str, Any]) -> dict[str, Any]:
         """Closed-tunable config values recovered from another run's logged hparams."""

@@ -228,8 +228,9 @@ def _plot_spread(s: _Section):
 
 
 def _plot_throughput(s: _Section):
-    fig, ax = _figure(f"{s.title}: training throughput per block", "epoch (last of block)",
-                      "samples/s")
+    where = ("samples trained (end of block)" if any(r.counts_samples for r in s.runs)
+             else "epoch (last of block)")
+    fig, ax = _figure(f"{s.title}: training throughput per block", where, "samples/s")
     for i, run in enumerate(s.runs):
         points = run.block_throughput()
         if points:
