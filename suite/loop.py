@@ -158,11 +158,11 @@ def _train_batches(workload, cfg, opts, start_epoch: int, skip: int = 0):
 def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
            steps_per_epoch, progress, run_start_ms, say) -> RunResult:
     spe = steps_per_epoch
-    every = workload.eval_every_samples(cfg)
-    schedule = config_lib.block_schedule(cfg, spe, every)
+    interval = workload.eval_every_samples(cfg)
+    schedule = config_lib.block_schedule(cfg, spe, interval)
     # Where the rules count samples (BERT), the log has no epochs: blocks say how many
     # samples they train and evals say how many have been trained.
-    where = _sample_position if every else _epoch_position
+    where = _sample_position if interval else _epoch_position
     start_step = progress["step"]
     # Made by a jitted function, not device_put: in a multi-process job the replicated
     # sharding spans devices this process cannot address directly.
@@ -178,14 +178,14 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
         t0 = time.perf_counter()
         step_metrics = []
         for step in range(block.start_step, block.end_step):
-            if not every and step % spe == 0:
+            if not interval and step % spe == 0:
                 log.start(C.EPOCH_START, epoch_num=step // spe + 1)
             batch = mesh_lib.to_global(next(train_iter), fns.batch_sharding)
             state, m, key = fns.train_step(state, batch, key)
             if _sync_every_step():
                 jax.block_until_ready(m)
             step_metrics.append(m)
-            if not every and (step + 1) % spe == 0:
+            if not interval and (step + 1) % spe == 0:
                 log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
         # One sync per block: fetching the losses waits for the last step.
         losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
@@ -222,7 +222,8 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
     if opts.data == "synthetic":
         reason = SYNTHETIC_DONE
     else:
-        budget = f"{schedule[-1].eval_epoch:,} samples" if every else f"{cfg.max_epochs} epochs"
+        budget = (f"{schedule[-1].eval_epoch:,} samples" if interval
+                  else f"{cfg.max_epochs} epochs")
         reason = f"{target.describe()} not reached within {budget}"
     return _stop(log, C.ABORTED, reason, epoch, metrics, run_start_ms)
 
