@@ -34,13 +34,17 @@ import json
 import os
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sentencepiece as spm
-from num2words import num2words
 
 from input_pipelines import bert_records, built_once
 from suite.errors import UserError
+
+# sentencepiece and num2words are imported where they are used: the tiny preset's config
+# reads TINY, and a --data=synthetic run must not need them (accelerator hosts lack them).
+if TYPE_CHECKING:
+    import sentencepiece as spm
 
 MANIFEST, VOCAB, EVAL_FILE, TRAIN_DIR = built_once.MANIFEST, "vocab.model", "eval.tfrecord", "train"
 # Bumped whenever the generator changes what it writes, so cached copies are rebuilt.
@@ -104,6 +108,8 @@ _MONTHS = (("january", 31), ("february", 28), ("march", 31), ("april", 30), ("ma
 
 @functools.cache
 def _words(number: int, to: str = "cardinal") -> str:
+    from num2words import num2words
+
     return num2words(number, to=to)  # cached: ~0.1 ms a call, and numbers recur constantly
 
 
@@ -197,6 +203,8 @@ def documents(count: int, seed: int, split: str) -> list[list[str]]:
 
 def train_vocab(sentences: Sequence[str], vocab_size: int) -> bytes:
     """A serialized sentencepiece model with the fixed special ids of SPECIAL_PIECES."""
+    import sentencepiece as spm
+
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -361,6 +369,8 @@ def write(out_dir: str, *, seq_len: int, max_predictions: int, vocab_size: int,
     model = train_vocab([s for doc in train_docs for s in doc][:_VOCAB_SENTENCES], vocab_size)
     with open(os.path.join(out_dir, VOCAB), "wb") as f:
         f.write(model)
+    import sentencepiece as spm
+
     sp = spm.SentencePieceProcessor(model_proto=model)
     special = _special_ids_of(sp)
     sizes = dict(seq_len=seq_len, max_predictions=max_predictions, vocab_size=vocab_size,

@@ -217,8 +217,8 @@ def _train(workload, cfg, opts, data, fns, state, train_iter, log, ckpt, target,
             ckpt.save(block.end_step, state, progress)
         if paused and block is not schedule[-1]:
             ckpt.wait()
-            return RunResult("paused", f"paused after {blocks_this_run} blocks at epoch "
-                             f"{epoch:g}", None, epoch, metrics, log.path)
+            return RunResult("paused", f"paused after {blocks_this_run} blocks at "
+                             f"{where(epoch)}", None, epoch, metrics, log.path)
     if opts.data == "synthetic":
         reason = SYNTHETIC_DONE
     else:

@@ -87,13 +87,13 @@ def read_run(path: str) -> RunRecord:
         elif key == C.BLOCK_START and C.SAMPLES_COUNT in meta:
             open_blocks["samples"] = (trained, meta[C.SAMPLES_COUNT], t)
         elif key == C.BLOCK_START:
-            first = meta.get("first_epoch_num")
-            open_blocks[first] = (first, meta.get("epoch_count", 1), t)
+            begin = meta.get("first_epoch_num")
+            open_blocks[begin] = (begin, meta.get("epoch_count", 1), t)
         elif key == C.BLOCK_STOP:
             block = "samples" if C.SAMPLES_COUNT in meta else meta.get("first_epoch_num")
             if block in open_blocks:
-                first, count, t0 = open_blocks.pop(block)
-                blocks.append(("samples" if block == "samples" else "epochs", first, count,
+                begin, count, t0 = open_blocks.pop(block)
+                blocks.append(("samples" if block == "samples" else "epochs", begin, count,
                                (t - t0) / 1e3))
                 if block == "samples":
                     trained += count

@@ -46,3 +46,13 @@ def tiny_benchmark(tmp_path_factory):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, submission_dir, proc
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (--dist loadgroup), each test file runs in one worker, so module
+    fixtures (a tiny training shared by a file's tests) run once; files that share a
+    session fixture name one group (tiny_benchmark)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

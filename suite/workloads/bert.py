@@ -213,9 +213,10 @@ class BertWorkload(Workload):
         return spec
 
     def synthetic_high(self, cfg):
-        # Real ids and positions, so that gathers and the loss look like real ones.
+        # Real ids and positions, so that gathers and the loss look like real ones, and
+        # prediction weights of 0 or 1 (random normals would make the loss negative).
         return {"input_ids": cfg.vocab_size, "masked_lm_ids": cfg.vocab_size,
-                "masked_lm_positions": cfg.seq_len}
+                "masked_lm_positions": cfg.seq_len, "masked_lm_weights": 2}
 
     def _paths(self, cfg, data_dir) -> tuple[str, str]:
         """(training files' glob or directory, eval file)."""
