@@ -11,7 +11,7 @@ from input_pipelines import bert_records, tiny_wiki
 from models import bert_checkpoint
 from suite import compliance
 from suite.workloads.bert import BertWorkload
-from tests.helpers import metadata, read_log, run_main, values
+from tests.helpers import metadata, read_log, run_main, run_main_without, values
 from tests.test_bert_pipeline import _example, _write_raw
 
 RULESET = "5.0.0"
@@ -140,3 +140,18 @@ def _small_cfg():
     cfg.update(dict(vocab_size=97, hidden=32, mlp_dim=64, seq_len=16, max_position=16,
                     max_predictions=4))
     return cfg
+
+
+def test_synthetic_run_needs_no_tensorflow_nor_sentencepiece(tmp_path, cache):
+    """As on the accelerator hosts, which have neither."""
+    workdir = str(tmp_path / "run")
+    proc = run_main_without(
+        ["tensorflow", "tensorflow_datasets", "sentencepiece", "num2words"],
+        ["--workload=bert", "--data=synthetic", f"--workdir={workdir}",
+         "--config.lr_training_steps=8", "--config.eval_every_samples=128"], cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run_stop aborted: synthetic data: throughput only" in proc.stdout
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    assert values(events, "jaxperf_data") == ["synthetic"]
+    assert [m["epoch_num"] for m in metadata(events, "eval_accuracy")] == [128, 256]
+    assert all(0.0 <= a < 1.0 for a in values(events, "eval_accuracy"))
