@@ -23,7 +23,7 @@ pytestmark = pytest.mark.xdist_group("tiny_benchmark")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # an xdist worker may interleave files
 def runs(tmp_path_factory, tiny_benchmark) -> str:
     """Three real runs: seeds 0 and 1 (from the shared benchmark) reached the target,
     seed 2 stops after 2 epochs."""
