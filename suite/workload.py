@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from flax import struct
 
 from suite.errors import UserError
 from suite.target import Target
@@ -49,6 +50,16 @@ class Logged:
 def sum_outputs(outputs: list[dict]) -> dict[str, float]:
     """Totals of per-batch eval sums: what most finalize_eval implementations start from."""
     return {k: float(np.sum([o[k] for o in outputs])) for k in outputs[0]} if outputs else {}
+
+
+@struct.dataclass
+class TrainState:
+    """The train state of most workloads. Where a workload starts from given weights
+    (initial_params), the runner puts them in by replacing `params`."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
 
 
 class Workload(abc.ABC):

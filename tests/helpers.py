@@ -47,3 +47,17 @@ def values(events: list[dict], key: str) -> list:
 
 def metadata(events: list[dict], key: str) -> list[dict]:
     return [e["metadata"] for e in events if e["key"] == key]
+
+
+def successful_run(proc, workdir: str, *, reached: str, ruleset: str, once_keys) -> list[dict]:
+    """Asserts that a run reached its target (`reached`: "auc >= 0.81", say), that the
+    official checker passed its log, and that each of once_keys is logged exactly once;
+    returns the log's events."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"run_stop success: reached {reached}" in proc.stdout
+    assert f"compliance: PASS (official mlperf_logging compliance checker, training {ruleset})" \
+        in proc.stdout
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    for key in once_keys:
+        assert len(values(events, key)) == 1, key
+    return events

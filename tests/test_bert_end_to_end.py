@@ -11,7 +11,7 @@ from input_pipelines import bert_records, tiny_wiki
 from models import bert_checkpoint
 from suite import compliance
 from suite.workloads.bert import BertWorkload
-from tests.helpers import metadata, read_log, run_main, run_main_without, values
+from tests.helpers import metadata, read_log, run_main, run_main_without, successful_run, values
 from tests.test_bert_pipeline import _example, _write_raw
 
 RULESET = "5.0.0"
@@ -32,14 +32,9 @@ def cache(tmp_path_factory):
 def test_tiny_preset_reaches_its_accuracy_and_passes_the_checker(tmp_path, cache):
     workdir = str(tmp_path / "run")
     proc = run_main(["--workload=bert", f"--workdir={workdir}"], cache)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "run_stop success: reached mlm_accuracy >= 0.5" in proc.stdout
-    assert f"compliance: PASS (official mlperf_logging compliance checker, training {RULESET})" \
-        in proc.stdout
+    events = successful_run(proc, workdir, reached="mlm_accuracy >= 0.5", ruleset=RULESET,
+                            once_keys=ONCE_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
-    events = read_log(log)
-    for key in ONCE_KEYS:
-        assert len(values(events, key)) == 1, key
     assert values(events, "submission_benchmark") == ["bert"]
     assert values(events, "opt_name") == ["lamb"]
     assert values(events, "train_samples") == [32 * 1000]  # what the schedule trains

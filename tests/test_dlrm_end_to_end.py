@@ -7,7 +7,7 @@ import pytest
 
 from input_pipelines import criteo
 from suite import compliance
-from tests.helpers import metadata, read_log, run_main, values
+from tests.helpers import metadata, read_log, run_main, successful_run, values
 
 RULESET = "6.0.0"
 # Every key closed_dlrm_dcnv2.yaml (6.0.0) and common.yaml require exactly once.
@@ -49,14 +49,9 @@ def tiny_run(tmp_path_factory, cache):
 
 def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tiny_run):
     workdir, proc = tiny_run
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "run_stop success: reached auc >= 0.81" in proc.stdout
-    assert f"compliance: PASS (official mlperf_logging compliance checker, training {RULESET})" \
-        in proc.stdout
+    events = successful_run(proc, workdir, reached="auc >= 0.81", ruleset=RULESET,
+                            once_keys=ONCE_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
-    events = read_log(log)
-    for key in ONCE_KEYS:
-        assert len(values(events, key)) == 1, key
     assert values(events, "submission_benchmark") == ["dlrm_dcnv2"]
     assert values(events, "opt_name") == ["adagrad"]
     assert values(events, "opt_adagrad_epsilon") == [1e-8]

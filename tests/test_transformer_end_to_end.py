@@ -6,7 +6,7 @@ import os
 import pytest
 
 from suite import compliance
-from tests.helpers import metadata, read_log, run_main, run_main_without, values
+from tests.helpers import metadata, read_log, run_main, run_main_without, successful_run, values
 
 RULESET = "0.7.0"
 # Every key closed_transformer.yaml (0.7.0) requires exactly once.
@@ -39,14 +39,9 @@ def tiny_run(tmp_path_factory, cache):
 
 def test_tiny_preset_reaches_its_bleu_and_passes_the_checker(tiny_run, cache):
     workdir, proc = tiny_run
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "run_stop success: reached bleu >= 0.9" in proc.stdout
-    assert f"compliance: PASS (official mlperf_logging compliance checker, training {RULESET})" \
-        in proc.stdout
+    events = successful_run(proc, workdir, reached="bleu >= 0.9", ruleset=RULESET,
+                            once_keys=CLOSED_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
-    events = read_log(log)
-    for key in CLOSED_KEYS:
-        assert len(values(events, key)) == 1, key
     assert values(events, "submission_benchmark") == ["transformer"]
     assert values(events, "opt_name") == ["adam"]
     assert values(events, "opt_adam_epsilon") == [1e-9]

@@ -8,14 +8,12 @@ number of samples trained, as the reference convergence points count them.
 """
 
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import struct
 from mlperf_logging.mllog import constants as C
 
 from input_pipelines import bert_records
@@ -23,7 +21,7 @@ from models import bert as bert_model
 from suite.errors import UserError
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, Workload
+from suite.workload import DataInfo, TrainState, Workload
 from suite.workloads import bert_lamb
 
 # The reference convergence point of global batch 448 (mlperf_logging's rcps_bert.json,
@@ -45,13 +43,6 @@ def rules_eval_interval(global_batch_size: int) -> int:
     """Samples between evals, as MLPerf's BERT rules set it from the global batch:
     floor(0.05 * (230.23 * batch + 3,000,000) / 25,000) * 25,000."""
     return int(0.05 * (230.23 * global_batch_size + 3_000_000) // 25_000) * 25_000
-
-
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
 
 
 class BertWorkload(Workload):

@@ -6,14 +6,12 @@ data parallel over every device, `model` included.
 """
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import struct
 from mlperf_logging.mllog import constants as C
 
 from input_pipelines import criteo
@@ -24,16 +22,9 @@ from suite.auc import roc_auc
 from suite.errors import UserError
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, Workload
+from suite.workload import DataInfo, TrainState, Workload
 
 SHARDINGS = ("row", "column", "replicated")
-
-
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
 
 
 @functools.lru_cache(maxsize=8)

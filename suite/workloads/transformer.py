@@ -3,14 +3,12 @@
 import functools
 import hashlib
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import struct
 from mlperf_logging.mllog import constants as C
 
 from models import transformer as transformer_model
@@ -18,7 +16,7 @@ from suite import bleu
 from suite.errors import UserError
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, Logged, Workload, sum_outputs
+from suite.workload import DataInfo, Logged, TrainState, Workload, sum_outputs
 
 NEWSTEST2014_SENTENCES = 3003
 WMT17_TRAIN_PAIRS = 5_906_184  # tfds wmt17_translate/de-en train; data_info reads the truth
@@ -30,13 +28,6 @@ def _open_dataset(dataset: str, data_dir: str | None):
     from input_pipelines import translation
 
     return translation.open_builder(dataset, data_dir or cache_dir("tfds"))
-
-
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
 
 
 class TransformerWorkload(Workload):
