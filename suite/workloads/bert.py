@@ -101,7 +101,7 @@ class BertWorkload(Workload):
             c.base_lr, c.lr_training_steps, c.warmup_steps = 0.02, 1000, 50
             c.lamb_weight_decay = 0.01
             c.eval_batch_size = 512
-            # The first 1,000 of the 2,000 written: an eval then costs a third of a block.
+            # The first 1,000 of the 2,000 written: an eval then costs a tenth of a block.
             c.eval_examples = 1000
             c.train_examples = c.global_batch_size * c.lr_training_steps
             c.eval_every_samples = 100 * c.global_batch_size
