@@ -31,28 +31,34 @@ def tiny_benchmark(tmp_path_factory):
     """One real 5-run benchmark of the tiny preset, packaged: shared by the tests of
     scoring, packaging and reporting, since five trainings dominate their cost.
 
-    Returns (workdir holding run_<i>/, submission dir, the finished process).
+    Under pytest-xdist each worker has its own session, so the first worker to get here
+    trains it, under a lock, in the directory all workers share; the others wait and reuse
+    it. Tests only read it. Returns (workdir holding run_<i>/, submission dir, the
+    finished process's outputs).
     """
+    import fcntl
+    import json
     import subprocess
+    import types
 
-    base = tmp_path_factory.mktemp("tiny-benchmark")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers' own base directories
+    base = root / "tiny-benchmark"
     workdir, submission_dir = str(base / "runs"), str(base / "submission")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAXPERF_CACHE=str(base / "cache"), PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "suite.main", "--workload=resnet", "--runs=5",
-         f"--workdir={workdir}", f"--submission_dir={submission_dir}",
-         "--submission_platform=1xcpu", "--nocheck_log"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    with open(root / "tiny-benchmark.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / "finished.json"
+        if not done.exists():
+            env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                       JAXPERF_CACHE=str(base / "cache"), PYTHONUNBUFFERED="1")
+            proc = subprocess.run(
+                [sys.executable, "-m", "suite.main", "--workload=resnet", "--runs=5",
+                 f"--workdir={workdir}", f"--submission_dir={submission_dir}",
+                 "--submission_platform=1xcpu", "--nocheck_log"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+            done.write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout,
+                                        "stderr": proc.stderr}))
+        proc = types.SimpleNamespace(**json.loads(done.read_text()))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, submission_dir, proc
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (--dist loadgroup), each test file runs in one worker, so module
-    fixtures (a tiny training shared by a file's tests) run once; files that share a
-    session fixture name one group (tiny_benchmark)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

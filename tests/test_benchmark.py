@@ -7,10 +7,6 @@ import pytest
 
 from suite import scoring
 
-# Tests that share the five-run tiny_benchmark fixture run in one pytest-xdist worker,
-# so that its five trainings happen once.
-pytestmark = pytest.mark.xdist_group("tiny_benchmark")
-
 
 def test_five_runs_are_scored_packaged_and_checked(tiny_benchmark):
     workdir, submission_dir, proc = tiny_benchmark

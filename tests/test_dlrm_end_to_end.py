@@ -26,12 +26,12 @@ SMALL_MODEL = [f"--config.vocab_sizes={CAPPED_VOCAB}", "--config.embed_dim=16",
                "--config.eval_batch_size=512", "--config.evals_per_epoch=4"]
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def reference_days(tmp_path_factory):
     """24 days of 1,000 rows in the reference's layout and hotness (214 ids a row)."""
     from tools import make_tiny_criteo
@@ -41,7 +41,7 @@ def reference_days(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache):
     workdir = str(tmp_path_factory.mktemp("tiny") / "run")
     return workdir, run_main(["--workload=dlrm_dcnv2", f"--workdir={workdir}"], cache)

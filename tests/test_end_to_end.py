@@ -17,7 +17,7 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jaxperf-cache"))
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache):
     workdir = str(tmp_path_factory.mktemp("tiny") / "run")
     proc = run_main(["--workload=resnet", f"--workdir={workdir}"], cache)

@@ -16,14 +16,10 @@ from suite import scoring
 from tests.helpers import ROOT, metadata, read_log, run_main, values
 from tools import report
 
-# Tests that share the five-run tiny_benchmark fixture run in one pytest-xdist worker,
-# so that its five trainings happen once.
-pytestmark = pytest.mark.xdist_group("tiny_benchmark")
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_benchmark) -> str:
     """Three real runs: seeds 0 and 1 (from the shared benchmark) reached the target,
     seed 2 stops after 2 epochs."""

@@ -13,10 +13,6 @@ from suite.errors import UserError
 from tests.helpers import read_log
 from tools import submission
 
-# Tests that share the five-run tiny_benchmark fixture run in one pytest-xdist worker,
-# so that its five trainings happen once.
-pytestmark = pytest.mark.xdist_group("tiny_benchmark")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLATFORM = "1xcpu"  # the runs' submission_platform and the package's system name
 RUNS = 5  # what benchmark_meta asks of resnet

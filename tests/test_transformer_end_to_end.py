@@ -26,12 +26,12 @@ SMALL_MODEL = ["--config.emb_dim=128", "--config.num_heads=4", "--config.mlp_dim
                "--config.dropout_rate=0", "--config.attention_dropout_rate=0"]
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
-@pytest.fixture(scope="session")  # an xdist worker may interleave files
+@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache):
     workdir = str(tmp_path_factory.mktemp("tiny") / "run")
     return workdir, run_main(["--workload=transformer", f"--workdir={workdir}"], cache)
