@@ -174,6 +174,17 @@ def test_fsdp_trains_like_one_device():
     assert local.shape == (cfg.hidden // fsdp, cfg.mlp_dim // model)
 
 
+def test_schedule_fields_are_checked_before_the_run():
+    workload = BertWorkload()
+    cfg = workload.config("tiny")
+    cfg.eval_every_samples = -5
+    with pytest.raises(UserError, match="eval_every_samples must be an integer >= 0, got -5"):
+        workload.synthetic_data_info(cfg)
+    cfg.eval_every_samples, cfg.lr_training_steps = 0, 0
+    with pytest.raises(UserError, match="lr_training_steps must be an integer >= 1"):
+        workload.synthetic_data_info(cfg)
+
+
 def test_mesh_must_divide_the_model():
     workload, cfg = _small(1)
     cfg.mesh.fsdp = 3

@@ -223,6 +223,11 @@ class BertWorkload(Workload):
         return os.path.join(data_dir, cfg.train_files), os.path.join(data_dir, cfg.eval_file)
 
     def _train_steps_info(self, cfg, eval_examples: int, source: str) -> DataInfo:
+        for field, least in (("lr_training_steps", 1), ("warmup_steps", 0),
+                             ("eval_every_samples", 0)):
+            if not isinstance(cfg[field], int) or cfg[field] < least:
+                raise UserError(f"--config.{field} must be an integer >= {least}, "
+                                f"got {cfg[field]!r}")
         # The log's train_samples is what the schedule trains, as the reference logs it.
         return DataInfo(train_examples=cfg.global_batch_size * cfg.lr_training_steps,
                         eval_examples=eval_examples, source=source,
