@@ -1,18 +1,10 @@
-"""Flags of `python -m suite.main`. Defined here, read only in suite/main.py."""
+"""Flags of `python -m suite.main`. Defined here, read only in suite/main.py; the ones that
+pick the config live in flags/config_flags.py, shared with the tools."""
 
 from absl import flags
-from ml_collections import config_flags
 
-from suite import registry
+from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by main)
 
-WORKLOAD = flags.DEFINE_string(
-    "workload", "resnet", f"Benchmark to run. Registered: {', '.join(registry.names())}.")
-PRESET = flags.DEFINE_string(
-    "preset", None,
-    "'reference': the closed-division configuration on the real dataset; 'tiny': a CPU-sized "
-    "model on built-in data. Default: reference when --data_dir is given, else tiny.")
-DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "tfds data directory holding the prepared dataset (e.g. imagenet2012).")
 DATA = flags.DEFINE_string(
     "data", "real", "'real' or 'synthetic' (random batches: throughput only, never a result).")
 WORKDIR = flags.DEFINE_string(
@@ -58,11 +50,3 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                      "Number of processes in the job (with --multihost).")
 PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                   "This process's index, 0-based (with --multihost).")
-
-
-def define_config(default) -> flags.FlagHolder:
-    """--config and its per-field overrides (--config.base_lr=...), typed by the defaults.
-
-    Defined after --workload/--preset are known, since they decide the fields.
-    """
-    return config_flags.DEFINE_config_dict("config", default, lock_config=True)

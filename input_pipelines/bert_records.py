@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines.tfds_common import one_line, tf_modules
-from suite.errors import UserError
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights", "next_sentence_labels")

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
-from suite.errors import UserError
+from common.errors import UserError
 
 MANIFEST = "manifest.json"
 

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines import npy_files
-from suite.errors import UserError
 
 NUM_DENSE = 13
 # Facts of the MLPerf set (MLCommons reference, Criteo 1TB with multi-hot sparse features).

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines.tfds_common import one_line, open_prepared, tf_modules
-from suite.errors import UserError
 
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)

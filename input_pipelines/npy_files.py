@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 
-from suite.errors import UserError
+from common.errors import UserError
 
 _ZIP_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # PKZIP local file header, 30 bytes
 _ZIP_LOCAL_MAGIC = 0x04034B50

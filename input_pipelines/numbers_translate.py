@@ -24,8 +24,8 @@ from typing import ClassVar
 import tensorflow_datasets as tfds
 from num2words import num2words
 
+from common.errors import UserError
 from input_pipelines import tfds_common
-from suite.errors import UserError
 
 NAME = "jaxperf_numbers_translate"
 TRAIN_EXAMPLES = 20_000

@@ -30,10 +30,10 @@ import zipfile
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines import built_once, criteo
 from input_pipelines.criteo import NUM_DENSE
-from suite.auc import roc_auc
-from suite.errors import UserError
+from metrics.auc import roc_auc
 
 MANIFEST = built_once.MANIFEST
 # Bumped whenever the generator changes what it writes, so cached copies are rebuilt.

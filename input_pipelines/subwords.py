@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from common.errors import UserError
 from input_pipelines.tfds_common import one_line
-from suite.errors import UserError
 
 PAD, EOS, UNK = 0, 1, 2
 # sentencepiece's trained model depends on its thread count: fixed, so every machine builds

@@ -9,7 +9,7 @@ import re
 import tempfile
 from typing import Any
 
-from suite.errors import UserError
+from common.errors import UserError
 
 
 @functools.cache

@@ -28,7 +28,6 @@ sequence Python guarantees across versions, so every machine writes the same byt
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -38,8 +37,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines import bert_records, built_once
-from suite.errors import UserError
+from input_pipelines import tiny_wiki_text as text
 
 # sentencepiece and num2words are imported where they are used: the tiny preset's config
 # reads TINY, and a --data=synthetic run must not need them (accelerator hosts lack them).
@@ -58,149 +58,6 @@ SHORT_SEQ_PROB = 0.1  # as the reference: some examples are shorter, so padding 
 # Sentences the vocabulary is trained on: the templates repeat, so more only cost time.
 _VOCAB_SENTENCES = 40_000
 _TRAINER_THREADS = 16  # sentencepiece's result depends on it: fixed, as in subwords.py
-# Each random stream's tag: seed * 10 + tag seeds it, so no two streams share a sequence.
-_STREAMS = dict(world=1, train_documents=2, eval_documents=3, train_examples=4,
-                eval_examples=5)
-
-_MALE = ("adam", "boris", "carlos", "daniel", "erik", "felix", "gustav", "hugo", "ivan",
-         "jonas", "karl", "leon", "marco", "nils", "oscar", "pavel", "rafael", "stefan",
-         "tomas", "viktor")
-_FEMALE = ("alice", "beatrice", "clara", "dora", "elena", "fiona", "greta", "helena", "irene",
-           "julia", "katrin", "lena", "maria", "nora", "olga", "paula", "rosa", "sofia",
-           "teresa", "vera")
-_SURNAMES = ("albers", "brandt", "castillo", "dvorak", "eriksen", "fischer", "garcia",
-             "hansen", "ivanov", "jansen", "kowalski", "lindqvist", "moreau", "novak", "olsen",
-             "petrov", "rossi", "santos", "tanaka", "varga", "weber", "bianchi", "costa",
-             "duval", "keller", "horvat", "nowak", "silva", "berg", "lorenz")
-# (city, country, river)
-_CITIES = (
-    ("lisbon", "portugal", "tagus"), ("porto", "portugal", "douro"),
-    ("seville", "spain", "guadalquivir"), ("zaragoza", "spain", "ebro"),
-    ("lyon", "france", "rhone"), ("nantes", "france", "loire"),
-    ("cologne", "germany", "rhine"), ("dresden", "germany", "elbe"),
-    ("turin", "italy", "po"), ("florence", "italy", "arno"),
-    ("krakow", "poland", "vistula"), ("wroclaw", "poland", "oder"),
-    ("prague", "bohemia", "vltava"), ("budapest", "hungary", "danube"),
-    ("szeged", "hungary", "tisza"), ("uppsala", "sweden", "fyris"),
-    ("bergen", "norway", "glomma"), ("leiden", "holland", "rhine"),
-    ("riga", "latvia", "daugava"), ("kyoto", "japan", "kamo"),
-)
-_ADJECTIVES = {"portugal": "portuguese", "spain": "spanish", "france": "french",
-               "germany": "german", "italy": "italian", "poland": "polish",
-               "bohemia": "bohemian", "hungary": "hungarian", "sweden": "swedish",
-               "norway": "norwegian", "holland": "dutch", "latvia": "latvian",
-               "japan": "japanese"}
-_SUBJECTS = (("physics", "physicist"), ("chemistry", "chemist"), ("biology", "biologist"),
-             ("mathematics", "mathematician"), ("history", "historian"), ("music", "composer"),
-             ("medicine", "doctor"), ("law", "lawyer"), ("architecture", "architect"),
-             ("painting", "painter"), ("philosophy", "philosopher"),
-             ("astronomy", "astronomer"), ("economics", "economist"), ("geology", "geologist"),
-             ("poetry", "poet"))
-_TRADES = ("baker", "teacher", "farmer", "sailor", "tailor", "merchant", "carpenter", "nurse",
-           "miner", "clerk", "weaver", "printer")
-_KNOWN_FOR = ("old bridges", "cathedral", "harbour", "markets", "gardens", "castle", "museums",
-              "wine", "theatres", "libraries")
-_FESTIVALS = ("music", "light", "flowers", "poetry", "boats", "bread", "lanterns", "theatre")
-_MONTHS = (("january", 31), ("february", 28), ("march", 31), ("april", 30), ("may", 31),
-           ("june", 30), ("july", 31), ("august", 31), ("september", 30), ("october", 31),
-           ("november", 30), ("december", 31))
-
-
-@functools.cache
-def _words(number: int, to: str = "cardinal") -> str:
-    from num2words import num2words
-
-    return num2words(number, to=to)  # cached: ~0.1 ms a call, and numbers recur constantly
-
-
-def _pick(rng: random.Random, options: Sequence):
-    # int(random() * n) rather than rng.choice: only random() is guaranteed reproducible.
-    return options[int(rng.random() * len(options))]
-
-
-def _between(rng: random.Random, lo: int, hi: int) -> int:
-    """An int in [lo, hi]."""
-    return lo + int(rng.random() * (hi - lo + 1))
-
-
-def _shuffle(rng: random.Random, items: list) -> None:
-    for i in range(len(items) - 1, 0, -1):
-        j = int(rng.random() * (i + 1))
-        items[i], items[j] = items[j], items[i]
-
-
-@functools.cache
-def _world(seed: int) -> tuple[dict, ...]:
-    """The facts of every city, fixed by the seed and shared by all documents."""
-    rng = random.Random(seed * 10 + _STREAMS["world"])
-    return tuple(dict(name=name, country=country, river=river, founded=_between(rng, 1100, 1800),
-                      population=_between(rng, 40, 900) * 1000,
-                      known_for=_pick(rng, _KNOWN_FOR), festival=_pick(rng, _FESTIVALS),
-                      month=_pick(rng, _MONTHS)[0])
-                 for name, country, river in _CITIES)
-
-
-def _city_article(rng: random.Random, city: dict) -> list[str]:
-    name = city["name"]
-    facts = [f"the river {city['river']} flows through {name}.",
-             f"about {_words(city['population'])} people live in {name}.",
-             f"{name} is known for its {city['known_for']}.",
-             f"the university of {name} was founded in {_words(city['founded'], 'year')}.",
-             f"every {city['month']} {name} holds a festival of {city['festival']}.",
-             f"many visitors come to {name} to see its {city['known_for']}."]
-    _shuffle(rng, facts)
-    return [f"{name} is a city in {city['country']}.", *facts[:_between(rng, 3, len(facts))]]
-
-
-def _biography(rng: random.Random, world: tuple[dict, ...]) -> list[str]:
-    female = rng.random() < 0.5
-    first, last = _pick(rng, _FEMALE if female else _MALE), _pick(rng, _SURNAMES)
-    he, his = ("she", "her") if female else ("he", "his")
-    home, study, death_city = _pick(rng, world), _pick(rng, world), _pick(rng, world)
-    subject, profession = _pick(rng, _SUBJECTS)
-    born, (month, days) = _between(rng, 1800, 1920), _pick(rng, _MONTHS)
-    study_age, study_years = _between(rng, 16, 24), _between(rng, 2, 9)
-    death_age = _between(rng, 45, 94)
-    year = functools.partial(_words, to="year")
-    text = [f"{first} {last} was a {_ADJECTIVES[home['country']]} {profession}.",
-            f"{he} was born on the {_words(_between(rng, 1, days), 'ordinal')} of {month} "
-            f"{year(born)} in {home['name']}, a city in {home['country']}."]
-    if rng.random() < 0.6:
-        text.append(f"{his} father was a {_pick(rng, _TRADES)} and {his} mother was a "
-                    f"{_pick(rng, _TRADES)}.")
-    text.append(f"at the age of {_words(study_age)}, {first} moved to {study['name']} to study "
-                f"{subject} at the university of {study['name']}.")
-    if rng.random() < 0.4:
-        text.append(f"{study['name']} lies on the river {study['river']} in "
-                    f"{study['country']}.")
-    text.append(f"after {_words(study_years)} years in {study['name']}, {he} became a "
-                f"{profession}.")
-    if rng.random() < 0.6:
-        spouse = _pick(rng, _MALE if female else _FEMALE)
-        married = born + study_age + study_years + _between(rng, 0, 10)
-        text.append(f"in {year(married)} {first} married {spouse} {_pick(rng, _SURNAMES)}, a "
-                    f"{_pick(rng, _TRADES)} from {_pick(rng, world)['name']}.")
-        children = _between(rng, 0, 6)
-        text.append(f"{first} and {spouse} had {_words(children)} "
-                    f"{'child' if children == 1 else 'children'}.")
-    text.append(f"{first} wrote {_words(_between(rng, 2, 40))} books about {subject}.")
-    text.append(f"{first} {last} died in {death_city['name']} in {year(born + death_age)}, at "
-                f"the age of {_words(death_age)}.")
-    if rng.random() < 0.5:
-        text.append(f"today {his} work on {subject} is still read in {home['country']}.")
-    return text
-
-
-def documents(count: int, seed: int, split: str) -> list[list[str]]:
-    """`count` documents (lists of sentences) of "train" or "eval": the same world, but each
-    split's people and articles drawn from its own stream."""
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    rng, world = random.Random(seed * 10 + _STREAMS[f"{split}_documents"]), _world(seed)
-    return [_city_article(rng, _pick(rng, world)) if rng.random() < 0.2
-            else _biography(rng, world) for _ in range(count)]
-
-
 def train_vocab(sentences: Sequence[str], vocab_size: int) -> bytes:
     """A serialized sentencepiece model with the fixed special ids of SPECIAL_PIECES."""
     import sentencepiece as spm
@@ -242,7 +99,7 @@ def _segment_pairs(docs: list[list[list[int]]], index: int, max_tokens: int,
     """(A, B, next_sentence_label) pairs of document `index`, at most max_tokens together."""
     doc, pairs = docs[index], []
     # Like the reference, a tenth of the examples aim shorter, so that padding occurs too.
-    target = max_tokens if rng.random() >= SHORT_SEQ_PROB else _between(rng, 2, max_tokens)
+    target = max_tokens if rng.random() >= SHORT_SEQ_PROB else text.between(rng, 2, max_tokens)
     chunk, length, label, i = [], 0, None, 0
     while i < len(doc):
         chunk.append(doc[i])
@@ -263,7 +120,7 @@ def _segment_pairs(docs: list[list[list[int]]], index: int, max_tokens: int,
                     chunk.insert(0, doc[i - 1])
                 else:
                     label = 1
-            a_end = _between(rng, 1, len(chunk) - 1) if len(chunk) > 1 else 1
+            a_end = text.between(rng, 1, len(chunk) - 1) if len(chunk) > 1 else 1
             a = [token for sentence in chunk[:a_end] for token in sentence]
             if label:
                 other = index
@@ -293,7 +150,7 @@ def _example(a: list[int], b: list[int], label: int, *, seq_len: int, max_predic
              keep_originals: bool) -> dict[str, np.ndarray]:
     tokens = [special["cls"], *a, special["sep"], *b, special["sep"]]
     candidates = [i for i, t in enumerate(tokens) if t not in (special["cls"], special["sep"])]
-    _shuffle(rng, candidates)
+    text.shuffle(rng, candidates)
     positions = sorted(candidates[:min(max_predictions,
                                        max(1, round(len(tokens) * MASKED_LM_PROB)))])
     inputs = list(tokens)
@@ -305,7 +162,7 @@ def _example(a: list[int], b: list[int], label: int, *, seq_len: int, max_predic
         if draw < 0.8:
             inputs[position] = special["mask"]
         elif draw >= 0.9:
-            inputs[position] = _between(rng, first_ordinary, vocab_size - 1)
+            inputs[position] = text.between(rng, first_ordinary, vocab_size - 1)
 
     def padded(values, length, dtype=np.int32):
         out = np.zeros(length, dtype)
@@ -340,7 +197,7 @@ def create_examples(docs: list[list[list[int]]], count: int, *, seq_len: int,
             pairs.extend(_segment_pairs(docs, index, seq_len - 3, rng))
         if len(pairs) == before:
             raise UserError(f"no pretraining examples from {len(docs)} documents; generate more")
-    _shuffle(rng, pairs)
+    text.shuffle(rng, pairs)
     return [_example(a, b, label, seq_len=seq_len, max_predictions=max_predictions,
                      vocab_size=vocab_size, special=special, rng=rng,
                      keep_originals=keep_originals) for a, b, label in pairs[:count]]
@@ -364,8 +221,8 @@ def write(out_dir: str, *, seq_len: int, max_predictions: int, vocab_size: int,
     out_dir (created if needed); returns the manifest."""
     os.makedirs(os.path.join(out_dir, TRAIN_DIR), exist_ok=True)
     # About two examples come from a document, so one pass over these covers the count.
-    train_docs = documents(train_examples // 2 + 1, seed, "train")
-    eval_docs = documents(eval_examples // 2 + 1, seed, "eval")
+    train_docs = text.documents(train_examples // 2 + 1, seed, "train")
+    eval_docs = text.documents(eval_examples // 2 + 1, seed, "eval")
     model = train_vocab([s for doc in train_docs for s in doc][:_VOCAB_SENTENCES], vocab_size)
     with open(os.path.join(out_dir, VOCAB), "wb") as f:
         f.write(model)
@@ -376,9 +233,9 @@ def write(out_dir: str, *, seq_len: int, max_predictions: int, vocab_size: int,
     sizes = dict(seq_len=seq_len, max_predictions=max_predictions, vocab_size=vocab_size,
                  special=special)
     train = create_examples(tokenized(train_docs, sp), train_examples,
-                            seed=seed * 10 + _STREAMS["train_examples"], **sizes)
+                            seed=seed * 10 + text.STREAMS["train_examples"], **sizes)
     evals = create_examples(tokenized(eval_docs, sp), eval_examples,
-                            seed=seed * 10 + _STREAMS["eval_examples"], **sizes)
+                            seed=seed * 10 + text.STREAMS["eval_examples"], **sizes)
     train_files = []
     for k in range(train_shards):
         name = f"part-{k:05d}-of-{train_shards:05d}"

@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines.subwords import EOS, Vocab
 from input_pipelines.tfds_common import one_line, open_prepared, tf_modules
-from suite.errors import UserError
 
 SOURCE, TARGET = "en", "de"
 PACKED_KEYS = (

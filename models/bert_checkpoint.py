@@ -15,8 +15,8 @@ import os
 import numpy as np
 from flax import linen as nn
 
+from common.errors import UserError
 from models.bert import BertConfig, abstract_variables
-from suite.errors import UserError
 
 _FIX = ("pass the MLCommons BERT phase-1 checkpoint (model.ckpt-28252) "
         "or a config that matches it")

@@ -5,9 +5,9 @@ import dataclasses
 import math
 import os
 
+from common.errors import UserError
 from suite import runner, scoring
 from suite.config import RunOptions
-from suite.errors import UserError
 from suite.workload import DataInfo, Workload
 
 
@@ -80,7 +80,7 @@ def package(workload: Workload, opts: RunOptions, logs: list[str], out_dir: str,
 
     Returns whether the package checker passed.
     """
-    from tools import submission
+    from suite import submission
 
     system = submission.detect_system(
         division=opts.division, status=opts.submission_status, org=opts.submission_org,

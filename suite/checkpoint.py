@@ -6,7 +6,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from suite.errors import UserError
+from common.errors import UserError
 
 
 class Checkpointer:

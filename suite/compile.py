@@ -9,7 +9,8 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from suite import mesh as mesh_lib
-from suite.workload import Workload
+from suite import training
+from suite.workload import DataInfo, Workload
 
 
 @dataclasses.dataclass
@@ -23,27 +24,32 @@ class Compiled:
     eval_step: Any  # compiled: (state, batch) -> sums
 
 
-def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int) -> Compiled:
+def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int,
+          data: DataInfo | None = None) -> Compiled:
+    """data: the run's data facts (the optimizer's schedule reads the epoch length); None
+    for a throughput build on synthetic batches, which stands in for the config's sizes."""
+    data = workload.synthetic_data_info(cfg) if data is None else data
     rules = workload.logical_axis_rules(cfg)
     key = jax.random.key(0)
     with nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(functools.partial(workload.init, cfg), key)
+        boxed = jax.eval_shape(functools.partial(workload.init, cfg, data), key)
     shardings = mesh_lib.state_shardings(boxed, mesh, rules)
     abstract = nn.unbox(boxed)
     batch_sh = mesh_lib.batch_sharding(mesh, rules)
     repl = mesh_lib.replicated(mesh)
 
     def init(rng):
-        return nn.unbox(workload.init(cfg, rng))
+        return nn.unbox(workload.init(cfg, data, rng))
 
     def train(state, batch, rng):
         # The key travels with the state so the host never makes one per step.
         rng, step_rng = jax.random.split(rng)
-        state, metrics = workload.train_step(cfg, state, batch, step_rng)
+        state, metrics = workload.train_step(cfg, data, state, batch, step_rng, mesh=mesh)
         return state, metrics, rng
 
     def evaluate(state, batch):
-        return workload.eval_step(cfg, state, batch)
+        return workload.eval_step(cfg, training.eval_params(state), state.model_state, batch,
+                                  mesh=mesh)
 
     init_jit = jax.jit(init, out_shardings=shardings)
     train_jit = jax.jit(
@@ -66,8 +72,7 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
     eval_batch = placed(workload.batch_spec(cfg, "eval", workload.eval_batch_size(cfg)),
                         batch_sh)
     key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
-    # Under the mesh, so that steps may use shard_map (DLRM's row-sharded embedding bags).
-    with nn.logical_axis_rules(rules), mesh_lib.tracing(mesh):
+    with nn.logical_axis_rules(rules):
         train_c = train_jit.lower(abs_state, train_batch, key_spec).compile()
         eval_c = eval_jit.lower(abs_state, eval_batch).compile()
     return Compiled(mesh, shardings, abstract, batch_sh, init_jit, train_c, eval_c)

@@ -8,14 +8,37 @@ import os
 import jax
 import ml_collections
 
+from common.errors import UserError
 from suite import mesh as mesh_lib
-from suite.errors import UserError
-from suite.workload import Workload
 
 CONFIG_NAME = "config.json"
 DATA_CHOICES = ("real", "synthetic")
 DIVISIONS = ("closed", "open")
 STATUSES = ("onprem", "cloud", "preview", "research")
+# Fields every workload has that change how a run executes, not what it computes: free in
+# either division. (MLPerf lets closed submissions choose numerics, parallelism and gradient
+# accumulation; the epoch budget and the dataset's true sizes are not hyperparameters.)
+# Workloads add their own in Workload.runtime_fields.
+RUNTIME_FIELDS = frozenset({"compute_dtype", "mesh.fsdp", "mesh.model", "max_epochs",
+                            "train_examples", "eval_examples", "grad_accum_steps"})
+
+
+def base_config(target_value: float) -> ml_collections.ConfigDict:
+    """The fields every workload shares; a workload's reference_config adds its own."""
+    c = ml_collections.ConfigDict()
+    c.compute_dtype = "auto"  # bfloat16 on accelerators, float32 on CPU
+    c.target_value = target_value
+    c.global_batch_size = 0  # set by every workload
+    c.train_examples = c.eval_examples = 0  # the dataset's sizes; data_info reads the truth
+    # The epoch schedule (suite.schedule.EpochBlocks); the run stops at the target or here.
+    c.train_epochs = c.max_epochs = 1
+    c.epochs_per_block = c.eval_offset_epochs = 1
+    # Each step's global batch runs as this many micro-batches, their gradients averaged.
+    c.grad_accum_steps = 1
+    # > 0: eval scores an exponential moving average of the params with this decay.
+    c.ema_decay = 0.0
+    c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})  # axis -> size; data: the rest
+    return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +60,7 @@ class RunOptions:
     borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
 
 
-def validate_options(workload: Workload, opts: RunOptions) -> None:
-    if opts.preset not in workload.presets:
-        raise UserError(
-            f"unknown preset {opts.preset!r} for {workload.name}; "
-            f"choose one of: {', '.join(workload.presets)}"
-        )
+def validate_options(workload, opts: RunOptions) -> None:
     if opts.data not in DATA_CHOICES:
         raise UserError(f"--data must be one of {', '.join(DATA_CHOICES)}, got {opts.data!r}")
     if opts.division not in DIVISIONS:
@@ -78,21 +96,15 @@ def _positive_int(cfg, field: str) -> None:
         raise UserError(f"--config.{field} must be a positive integer, got {value!r}")
 
 
-def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int,
+def resolve(workload, cfg: ml_collections.ConfigDict, num_devices: int,
             backend: str) -> ml_collections.ConfigDict:
-    """Fills runtime choices into a copy of cfg and checks the fields the runner relies on."""
+    """Fills runtime choices into a copy of cfg and checks it: the fields every workload
+    shares here, the rest in the workload's validate hook. Before any workdir exists."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
-    for field in ("global_batch_size", "max_epochs", "train_epochs", "epochs_per_block",
-                  "eval_offset_epochs"):
+    for field in ("global_batch_size", "train_epochs", "grad_accum_steps"):
         _positive_int(cfg, field)
-    if cfg.eval_offset_epochs > cfg.epochs_per_block:
-        raise UserError("--config.eval_offset_epochs must not exceed --config.epochs_per_block")
-    evals = cfg.get("evals_per_epoch", 1)
-    if not isinstance(evals, int) or evals < 1:
-        raise UserError(f"--config.evals_per_epoch must be a positive integer, got {evals!r}")
-    if evals > 1 and (cfg.epochs_per_block, cfg.eval_offset_epochs) != (1, 1):
-        raise UserError("--config.evals_per_epoch > 1 evaluates inside every epoch: it needs "
-                        "--config.epochs_per_block=1 and --config.eval_offset_epochs=1")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise UserError(f"--config.ema_decay must be in [0, 1), got {cfg.ema_decay!r}")
     if cfg.compute_dtype == "auto":
         cfg.compute_dtype = "float32" if backend == "cpu" else "bfloat16"
     if cfg.compute_dtype not in ("float32", "bfloat16", "float16"):
@@ -100,7 +112,6 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
             f"--config.compute_dtype must be auto, float32, bfloat16 or float16, "
             f"got {cfg.compute_dtype!r}"
         )
-    # Here, before any workdir exists; the runner builds the mesh only later.
     mesh_lib.check_shape(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
     sizes = mesh_lib.axis_sizes(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
     data_parallel = math.prod(sizes[a] for a in mesh_lib.batch_axes(
@@ -114,85 +125,28 @@ def resolve(workload: Workload, cfg: ml_collections.ConfigDict, num_devices: int
             raise UserError(
                 f"--config.{field}={size} must divide evenly over {data_parallel} "
                 f"data-parallel devices and {jax.process_count()} processes")
+    micro = cfg.global_batch_size // cfg.grad_accum_steps
+    if cfg.global_batch_size % cfg.grad_accum_steps or micro % data_parallel:
+        raise UserError(
+            f"--config.grad_accum_steps={cfg.grad_accum_steps} must split the global batch "
+            f"{cfg.global_batch_size} into micro-batches that divide over {data_parallel} "
+            "data-parallel devices")
+    workload.validate(cfg, sizes)
     return cfg
 
 
-@dataclasses.dataclass(frozen=True)
-class Block:
-    """The training between two evals, in steps, and how the MLPerf log names it."""
-
-    first_epoch: int  # 1-based epoch the block starts in: block_start's first_epoch_num
-    epoch_count: int | float  # epochs it spans; a fraction where evals fall inside an epoch
-    start_step: int
-    end_step: int  # exclusive
-    # Where training stands at the eval after it: eval_accuracy's epoch_num. Epochs
-    # completed, or samples trained where the rules count in samples (BERT).
-    eval_epoch: int | float
-    samples: int | None = None  # samples trained in the block, where the rules count samples
-
-    def start_metadata(self) -> dict:
-        if self.samples is not None:
-            return {"samples_count": self.samples}
-        return {"first_epoch_num": self.first_epoch, "epoch_count": self.epoch_count}
-
-    def stop_metadata(self) -> dict:
-        if self.samples is not None:
-            return {"samples_count": self.samples}
-        return {"first_epoch_num": self.first_epoch}
+def resolved(cfg: ml_collections.ConfigDict, opts: RunOptions, data) -> dict:
+    """What config.json records: the options, the config, and the data's facts (its true
+    sizes and the files it resolved, e.g. a vocabulary), which never enter the config."""
+    facts = {"train_examples": data.train_examples, "eval_examples": data.eval_examples,
+             "source": data.source, **data.facts}
+    return {"options": dataclasses.asdict(opts), "config": cfg.to_dict(), "data": facts}
 
 
-def block_schedule(cfg, steps_per_epoch: int, eval_every_samples: int = 0) -> list[Block]:
-    """Blocks of training, each followed by an eval.
-
-    Whole-epoch blocks by default: the first is eval_offset_epochs long so that evals land
-    where the benchmark's rules put them (ResNet: epochs 3, 7, 11, ...). With
-    evals_per_epoch = k > 1 every epoch splits into k blocks of (nearly) equal steps, and
-    evals log fractional epochs (DLRM: every 0.05 epoch). With eval_every_samples = n > 0
-    the run is max_epochs * steps_per_epoch steps, evaluated after the first step at which
-    another n samples have been trained, and the log counts samples, not epochs (BERT).
-    """
-    spe = steps_per_epoch
-    if eval_every_samples > 0:
-        return _sample_blocks(cfg.global_batch_size, cfg.max_epochs * spe, eval_every_samples)
-    evals = cfg.get("evals_per_epoch", 1)
-    blocks = []
-    if evals > 1:
-        for epoch in range(1, cfg.max_epochs + 1):
-            base = (epoch - 1) * spe
-            cuts = sorted({round(k * spe / evals) for k in range(evals + 1)})
-            for lo, hi in zip(cuts, cuts[1:], strict=False):
-                # Rounded for the log's sake; the steps stay exact.
-                blocks.append(Block(epoch, round((hi - lo) / spe, 6), base + lo, base + hi,
-                                    round((base + hi) / spe, 6)))
-        return blocks
-    epoch, length = 1, cfg.eval_offset_epochs
-    while epoch <= cfg.max_epochs:
-        count = min(length, cfg.max_epochs - epoch + 1)
-        last = epoch + count - 1
-        blocks.append(Block(epoch, count, (epoch - 1) * spe, last * spe, last))
-        epoch += count
-        length = cfg.epochs_per_block
-    return blocks
-
-
-def _sample_blocks(batch: int, total_steps: int, every: int) -> list[Block]:
-    blocks, start, k = [], 0, 1
-    while start < total_steps:
-        # MLPerf BERT: eval once samples trained reach k * every (rounded up to a step).
-        end = min(-(-k * every // batch), total_steps)
-        k += 1
-        if end > start:
-            blocks.append(Block(1, (end - start) / total_steps, start, end, end * batch,
-                                samples=(end - start) * batch))
-            start = end
-    return blocks
-
-
-def write(cfg: ml_collections.ConfigDict, opts: RunOptions, workdir: str) -> str:
+def write(cfg: ml_collections.ConfigDict, opts: RunOptions, data, workdir: str) -> str:
     path = os.path.join(workdir, CONFIG_NAME)
     with open(path, "w") as f:
-        json.dump({"options": dataclasses.asdict(opts), "config": cfg.to_dict()}, f, indent=2,
-                  sort_keys=True)
+        json.dump(resolved(cfg, opts, data), f, indent=2, sort_keys=True)
     return path
 
 

@@ -6,20 +6,10 @@ from typing import Any
 
 import ml_collections
 
+from common.errors import UserError
 from suite import scoring
-from suite.errors import UserError
+from suite.config import RUNTIME_FIELDS
 from suite.workload import Workload
-
-# Fields that change how a run executes, not what it computes: free in either division.
-# (MLPerf lets closed submissions choose numerics and parallelism; the epoch budget and the
-# dataset's true sizes are not hyperparameters.)
-# A vocabulary file stands for the reference's own vocabulary-building step, the eval
-# batch only changes how many examples are scored at once, and how embedding tables are
-# split over devices is parallelism, not math. A checkpoint path says where the
-# reference's own start checkpoint lies (its loader refuses other names and shapes).
-RUNTIME_FIELDS = frozenset({"compute_dtype", "mesh.fsdp", "mesh.model", "max_epochs",
-                            "train_examples", "eval_examples", "eval_batch_size",
-                            "vocab_path", "embedding_sharding", "init_checkpoint"})
 
 
 def flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
@@ -40,7 +30,7 @@ def changes(reference: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict
 
 
 def check_closed(workload: Workload, diff: dict) -> None:
-    allowed = workload.closed_tunable | RUNTIME_FIELDS
+    allowed = workload.closed_tunable | RUNTIME_FIELDS | workload.runtime_fields
     for field, (ref, new) in diff.items():
         if field not in allowed:
             raise UserError(

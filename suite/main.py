@@ -16,43 +16,22 @@ import time
 
 from absl import app, flags, logging
 
+from common.errors import UserError
+from flags import config_flags
 from flags import run_flags as F
+from suite import cli, division, registry
 from suite import config as config_lib
-from suite import division, registry
 from suite import workdir as workdir_lib
-from suite.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(F)  # so --help lists the run flags, not only --helpfull
-_CONFIG = None
+flags.adopt_module_key_flags(config_flags)
+# flags/ knows nothing of suite/: the registered names join the help text here.
+FLAGS["workload"].help += f" Registered: {', '.join(registry.names())}."
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def _parse(argv: list[str]) -> list[str]:
-    """Two passes: --workload/--preset/--data_dir pick the config; then --config.* apply to it."""
-    global _CONFIG
-    default = None
-    try:
-        FLAGS(argv, known_only=True)
-        workload = registry.get(F.WORKLOAD.value)
-        preset = F.PRESET.value or ("reference" if F.DATA_DIR.value else "tiny")
-        config_lib.validate_options(workload, _options(workload, preset))
-        default = workload.config(preset)
-        _CONFIG = F.define_config(default)
-        return FLAGS(argv)
-    except UserError as e:
-        _fail(str(e))
-    except flags.Error as e:
-        _fail(f"{e}; see --help")
-    except (AttributeError, KeyError) as e:
-        # ml_collections reports an override of a field the config lacks this way.
-        field = str(e).strip("'\"")
-        known = ", ".join(sorted(default.keys())) if default is not None else "?"
-        _fail(f"unknown config field {field!r} in a --config.* flag; fields: {known}")
+def _check_options(workload, preset: str) -> None:
+    config_lib.validate_options(workload, _options(workload, preset))
 
 
 def _options(workload, preset: str) -> config_lib.RunOptions:
@@ -71,20 +50,19 @@ def _options(workload, preset: str) -> config_lib.RunOptions:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     try:
         run()
     except UserError as e:
-        _fail(str(e))
+        cli.fail(str(e))
 
 
 def _config(workload, preset: str, opts: config_lib.RunOptions, num_devices: int, backend: str):
     """The run's config: preset, then borrowed hparams, then --config.* (the user's word wins)."""
-    cfg = _CONFIG.value
+    cfg = cli.config()
     borrowed = {}
     if opts.borrow_hparams:
-        explicit = {a.split("=", 1)[0][len("--config."):] for a in sys.argv
-                    if a.startswith("--config.")}
+        explicit = cli.explicit_fields()
         borrowed = {k: v for k, v in division.borrow(workload, opts.borrow_hparams).items()
                     if k not in explicit}
         for field, value in borrowed.items():
@@ -116,7 +94,7 @@ def run() -> None:
     from suite import benchmark, runner
 
     workload = registry.get(F.WORKLOAD.value)
-    preset = F.PRESET.value or ("reference" if F.DATA_DIR.value else "tiny")
+    preset = cli.preset_name()
     opts = _options(workload, preset)
     if F.RUNS.value < 1:
         raise UserError(f"--runs must be >= 1, got {F.RUNS.value}")
@@ -160,4 +138,4 @@ def _required_runs(workload) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=cli.parser(_check_options))

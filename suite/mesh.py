@@ -1,7 +1,5 @@
 """Device mesh and shardings: from shapes and logical axis rules, never by running init."""
 
-import contextlib
-import contextvars
 from typing import Any
 
 import jax
@@ -9,7 +7,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from suite.errors import UserError
+from common.errors import UserError
 
 AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")  # default: the global batch is split over both
@@ -53,31 +51,6 @@ def batch_axes(rules) -> tuple[str, ...]:
 
 def axis_sizes(num_devices: int, fsdp: int, model: int) -> dict[str, int]:
     return {"data": num_devices // (fsdp * model), "fsdp": fsdp, "model": model}
-
-
-_TRACING_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
-    "jaxperf_tracing_mesh", default=None)
-
-
-@contextlib.contextmanager
-def tracing(mesh: Mesh):
-    """The runner's mesh, for steps that place work by hand (shard_map) while traced.
-
-    Kept apart from jax.set_mesh on purpose: a JAX mesh context also turns Flax's logical
-    partitioning metadata into sharding constraints everywhere, which would change every
-    workload; this one only answers current_mesh()."""
-    token = _TRACING_MESH.set(mesh)
-    try:
-        yield mesh
-    finally:
-        _TRACING_MESH.reset(token)
-
-
-def current_mesh() -> Mesh:
-    mesh = _TRACING_MESH.get()
-    if mesh is None:
-        raise RuntimeError("no mesh: steps that need one are traced by suite.compile.build")
-    return mesh
 
 
 def batch_sharding(mesh: Mesh, rules=None) -> NamedSharding:

@@ -7,12 +7,12 @@ import shutil
 
 import jax
 
-from suite import compliance, loop
+from common.errors import UserError
+from suite import compliance, lifecycle
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 from suite.config import RunOptions
-from suite.errors import UserError
-from suite.loop import RunResult
+from suite.lifecycle import RunResult
 from suite.workload import DataInfo, Workload
 
 
@@ -45,37 +45,35 @@ def _prepare_workdir(workdir: str, resolved: dict) -> bool:
 
 
 def data_info(workload: Workload, cfg, opts: RunOptions) -> DataInfo:
-    """The data's true sizes (written into cfg); raises UserError when it is missing."""
+    """The data's facts (true sizes, resolved files); raises UserError when it is missing."""
     if opts.data == "synthetic":
         return workload.synthetic_data_info(cfg)
     data = workload.data_info(cfg, opts.data_dir)
-    cfg.train_examples, cfg.eval_examples = data.train_examples, data.eval_examples
-    return data
+    return dataclasses.replace(data, data_dir=opts.data_dir)
 
 
 def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes: dict,
             check_log: bool) -> RunResult:
     workdir_lib.check_writable(opts.workdir)
     # Through JSON, so it compares equal to what an earlier run wrote.
-    resolved = json.loads(json.dumps({"options": dataclasses.asdict(opts),
-                                      "config": cfg.to_dict()}))
+    resolved = json.loads(json.dumps(config_lib.resolved(cfg, opts, data)))
     resume = _prepare_workdir(opts.workdir, resolved)
     if jax.process_index() == 0 and not resume:
-        config_lib.write(cfg, opts, opts.workdir)
+        config_lib.write(cfg, opts, data, opts.workdir)
         # Files the data came with (a vocabulary): a synthetic run has none to copy.
-        for name, path in (workload.artifacts(cfg) if opts.data == "real" else {}).items():
+        for name, path in (workload.artifacts(cfg, data) if opts.data == "real" else {}).items():
             shutil.copyfile(path, os.path.join(opts.workdir, name))
     say(f"{workload.name} ({opts.preset}, {opts.division} division, seed {opts.seed}) on "
-        f"{loop.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
+        f"{lifecycle.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
         f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
         + (" [resuming]" if resume else ""))
-    result = loop.run(workload, cfg, opts, data, resume, notes)
+    result = lifecycle.run(workload, cfg, opts, data, resume, notes)
     if result.status == "paused":
         say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
         return result
     ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
     say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
-        f"{result.epochs} {'samples' if workload.eval_every_samples(cfg) else 'epochs'}. "
+        f"{result.epochs} {result.unit}. "
         f"MLPerf log: {result.log_path}")
     if check_log and jax.process_index() == 0:
         say(f"compliance: {compliance.check(result.log_path, workload.ruleset).summary()}")
@@ -84,4 +82,4 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
 
 def succeeded(result: RunResult) -> bool:
     """A synthetic run that used its budget did what was asked; else only success counts."""
-    return result.status in ("success", "paused") or result.reason == loop.SYNTHETIC_DONE
+    return result.status in ("success", "paused") or result.reason == lifecycle.SYNTHETIC_DONE

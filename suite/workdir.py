@@ -3,8 +3,8 @@
 import os
 import tempfile
 
+from common.errors import UserError
 from suite import config as config_lib
-from suite.errors import UserError
 from suite.mlperf_log import LOG_NAME, has_run_stop
 
 # Options that only steer this invocation, not what is computed.
@@ -55,10 +55,13 @@ def prepare(workdir: str, resolved: dict) -> bool:
         if os.path.exists(os.path.join(workdir, LOG_NAME)):
             raise UserError(f"--workdir {workdir} holds a log but no config; pass a new --workdir")
         return False
+    def differs(part: str, key: str) -> bool:
+        return previous.get(part, {}).get(key) != resolved.get(part, {}).get(key)
+
     changed = sorted(
-        k for part in ("options", "config")
-        for k in set(previous.get(part, {})) | set(resolved[part])
-        if k not in RESUME_MAY_CHANGE and previous.get(part, {}).get(k) != resolved[part].get(k)
+        k for part in ("options", "config", "data")
+        for k in set(previous.get(part, {})) | set(resolved.get(part, {}))
+        if k not in RESUME_MAY_CHANGE and differs(part, k)
     )
     if changed:
         raise UserError(

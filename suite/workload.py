@@ -1,12 +1,14 @@
 """The Workload contract: everything benchmark-specific, nothing about *how* it runs.
 
-A workload never calls jax.jit, jax.devices() or the MLPerf logger; the runner
-(suite.loop) owns devices, compilation, timing and logging. Steps are pure
-functions the runner jits with shardings of its choosing.
+A workload never calls jax.jit, jax.devices() or the MLPerf logger; the lifecycle
+(suite.lifecycle) and the loop its kind selects (suite.loops) own devices, compilation,
+timing and logging. Steps are pure functions the runner jits with shardings of its choosing;
+where a step places work by hand (shard_map) it is handed the mesh.
 """
 
 import abc
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -14,9 +16,14 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from flax import struct
+import optax
 
-from suite.errors import UserError
+from common.errors import UserError
+from suite import hparams as hparams_lib
+from suite import schedule as schedule_lib
+from suite import training
+from suite.config import base_config
+from suite.hparams import Hparam
 from suite.target import Target
 
 Batch = Mapping[str, np.ndarray]
@@ -24,7 +31,8 @@ Batch = Mapping[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
-    """Facts the runner needs about the data a config trains on."""
+    """Facts about the data a config trains on, found when the run starts (never written
+    back into the config): sizes, where it lies, and files the workload resolved."""
 
     train_examples: int
     eval_examples: int
@@ -32,6 +40,8 @@ class DataInfo:
     # Where one training example is not one batch row (packed sequences), the workload
     # says how many steps make an epoch; otherwise it is train_examples / global batch.
     steps_per_epoch: int | None = None
+    data_dir: str | None = None
+    facts: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # e.g. vocab_path
 
     def epoch_steps(self, global_batch_size: int) -> int:
         if self.steps_per_epoch is not None:
@@ -40,11 +50,12 @@ class DataInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class Logged:
-    """An mllog_hparams value that carries metadata (e.g. max_sequence_length's method)."""
+class EvalSet:
+    """One pass over the eval split, and what scoring it needs besides the step outputs
+    (a translation's reference sentences); handed to finalize_eval as it is."""
 
-    value: Any
-    metadata: dict
+    batches: Iterator[Batch]
+    context: Any = None
 
 
 def sum_outputs(outputs: list[dict]) -> dict[str, float]:
@@ -52,33 +63,49 @@ def sum_outputs(outputs: list[dict]) -> dict[str, float]:
     return {k: float(np.sum([o[k] for o in outputs])) for k in outputs[0]} if outputs else {}
 
 
-@struct.dataclass
-class TrainState:
-    """The train state of most workloads. Where a workload starts from given weights
-    (initial_params), the runner puts them in by replacing `params`."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
 class Workload(abc.ABC):
     name: str  # registry key: --workload=<name>
     benchmark: str  # MLPerf submission_benchmark
     ruleset: str  # compliance checker ruleset version, e.g. "4.0.0"
     target: Target  # the closed-division target
+    kind: str = "supervised"  # which loop trains it (suite.loops)
     presets: tuple[str, ...] = ("reference", "tiny")
     # Config fields (dotted) a closed-division run may change: the rules' tunable
     # hyperparameters. Everything else is fixed by the reference.
     closed_tunable: frozenset[str] = frozenset()
+    # Fields of this workload that change how a run executes, not what it computes (free in
+    # either division); suite.config.RUNTIME_FIELDS holds those every workload shares.
+    runtime_fields: frozenset[str] = frozenset()
     # What --data_dir must hold, for messages that tell the user how to fix a run.
     data_dir_help: str = "the tfds data directory that holds the prepared dataset"
+    # The logged hyperparameters; both mllog_hparams and --borrow_hparams read them.
+    hparams: tuple[Hparam, ...] = ()
 
     # ----- configuration -------------------------------------------------
-    @abc.abstractmethod
     def config(self, preset: str) -> ml_collections.ConfigDict:
-        """Full config of a preset. Must hold global_batch_size, train_epochs,
-        epochs_per_block, eval_every_blocks ... (see suite.config.COMMON_FIELDS)."""
+        """The full config of a preset: the reference, then the preset's changes."""
+        if preset not in self.presets:
+            raise UserError(f"unknown preset {preset!r}; choose one of "
+                            f"{', '.join(self.presets)}")
+        c = base_config(self.target.value)
+        self.reference_config(c)
+        if preset != "reference":
+            getattr(self, f"{preset}_preset")(c)
+        return c
+
+    @abc.abstractmethod
+    def reference_config(self, c: ml_collections.ConfigDict) -> None:
+        """Adds the closed-division fields to the shared base (suite.config.base_config)."""
+
+    def tiny_preset(self, c: ml_collections.ConfigDict) -> None:
+        """The CPU-sized model on built-in data: changes to the reference config."""
+        raise NotImplementedError
+
+    def validate(self, cfg, mesh_sizes: Mapping[str, int]) -> None:
+        """UserError for a config this workload cannot run (mesh divisibility, schedule
+        fields, a missing checkpoint), raised while the config resolves: before any
+        workdir exists. The default checks the epoch schedule's fields."""
+        self.schedule(cfg, DataInfo(1, 1, "validation", steps_per_epoch=1))
 
     def target_for(self, cfg: ml_collections.ConfigDict) -> Target:
         """Presets may lower the bar (the tiny one does); closed runs use self.target."""
@@ -88,34 +115,55 @@ class Workload(abc.ABC):
         """Logical axis name -> mesh axis (or None). Default: pure data parallel."""
         return [("batch", ("data", "fsdp"))]
 
+    def schedule(self, cfg, data: DataInfo) -> schedule_lib.Schedule:
+        """Where evals fall. Default: whole-epoch blocks, the first eval_offset_epochs long."""
+        return schedule_lib.EpochBlocks(
+            data.epoch_steps(cfg.global_batch_size), max_epochs=cfg.max_epochs,
+            epochs_per_block=cfg.epochs_per_block, offset_epochs=cfg.eval_offset_epochs)
+
     # ----- model and steps (pure) ----------------------------------------
     @abc.abstractmethod
-    def init(self, cfg, rng: jax.Array) -> Any:
-        """Train state; params may be boxed with flax logical partitioning."""
+    def init_variables(self, cfg, rng: jax.Array) -> tuple[Any, Any]:
+        """(params, model_state): params may be boxed with flax logical partitioning;
+        model_state holds untrained variables (batch statistics), {} where there are none."""
 
     @abc.abstractmethod
-    def train_step(self, cfg, state, batch: Batch, rng: jax.Array) -> tuple[Any, dict]:
-        """One optimizer step. Returns (new_state, scalar metrics incl. 'loss')."""
+    def optimizer(self, cfg, data: DataInfo) -> optax.GradientTransformation:
+        """The optimizer with its learning-rate schedule."""
 
     @abc.abstractmethod
-    def eval_step(self, cfg, state, batch: Batch) -> dict:
-        """Per-batch outputs: sums (correct, count) or per-example arrays (decoded tokens).
-        They come back replicated, so every process sees the whole eval set's outputs."""
+    def loss(self, cfg, params, model_state, batch: Batch, rng: jax.Array, *,
+             mesh) -> tuple[jax.Array, tuple[dict, Any]]:
+        """(mean loss, (scalar metrics, new model_state)) of one (micro-)batch."""
+
+    def init(self, cfg, data: DataInfo, rng: jax.Array) -> training.TrainState:
+        params, model_state = self.init_variables(cfg, rng)
+        return training.init_state(params, model_state, self.optimizer(cfg, data),
+                                   ema=cfg.ema_decay > 0)
+
+    def train_step(self, cfg, data: DataInfo, state, batch: Batch, rng: jax.Array, *,
+                   mesh) -> tuple[Any, dict]:
+        """One optimizer step: (new_state, scalar metrics incl. 'loss'). The shared helper
+        by default, with gradient accumulation and the EMA; overridable."""
+        loss = functools.partial(self.loss, cfg, mesh=mesh)
+        return training.train_step(loss, self.optimizer(cfg, data), state, batch, rng,
+                                   accum_steps=cfg.grad_accum_steps, ema_decay=cfg.ema_decay)
 
     @abc.abstractmethod
-    def finalize_eval(self, cfg, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
-        """Metrics from the host copies of every eval batch's outputs, in batch order;
-        must include target.metric."""
+    def eval_step(self, cfg, params, model_state, batch: Batch, *, mesh) -> dict:
+        """Per-batch outputs of the weights eval scores (the EMA where kept): sums
+        (correct, count) or per-example arrays (decoded tokens). They come back
+        replicated, so every process sees the whole eval set's outputs."""
+
+    @abc.abstractmethod
+    def finalize_eval(self, cfg, outputs: list[dict[str, np.ndarray]],
+                      context: Any) -> dict[str, float]:
+        """Metrics from the host copies of every eval batch's outputs, in batch order, and
+        the EvalSet's context; must include target.metric."""
 
     def eval_batch_size(self, cfg) -> int:
         """Global batch of the eval step; decoding workloads use a smaller one than training."""
         return cfg.get("eval_batch_size") or cfg.global_batch_size
-
-    def eval_every_samples(self, cfg) -> int:
-        """Where the rules set the eval interval in samples trained (BERT), that interval:
-        the run then lasts max_epochs * steps_per_epoch steps and its log counts samples.
-        0 (the default): evals fall at epochs, as the config's epoch fields say."""
-        return 0
 
     def initial_params(self, cfg, abstract_params) -> Any | None:
         """Host (NumPy) params to start from instead of the random init, e.g. a reference
@@ -123,7 +171,7 @@ class Workload(abc.ABC):
         rules count checkpoint loading as initialization. None: the random init."""
         return None
 
-    def artifacts(self, cfg) -> dict[str, str]:
+    def artifacts(self, cfg, data: DataInfo) -> dict[str, str]:
         """Files a run depends on (name in the workdir -> path), copied into its workdir
         so that the run can be reproduced from the workdir alone (e.g. a vocabulary)."""
         return {}
@@ -135,11 +183,11 @@ class Workload(abc.ABC):
 
     @abc.abstractmethod
     def data_info(self, cfg, data_dir: str | None) -> DataInfo:
-        """Example counts of the configured dataset; raises UserError if it is missing."""
+        """Facts of the configured dataset; raises UserError if it is missing."""
 
     @abc.abstractmethod
     def train_batches(
-        self, cfg, data_dir: str | None, *, local_batch_size: int, process_index: int,
+        self, cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
         process_count: int, seed: int,
     ) -> Iterator[Batch]:
         """Infinite iterator of this process's share of each global batch.
@@ -150,14 +198,18 @@ class Workload(abc.ABC):
 
     @abc.abstractmethod
     def eval_batches(
-        self, cfg, data_dir: str | None, *, local_batch_size: int, process_index: int,
+        self, cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
         process_count: int,
-    ) -> Iterator[Batch]:
+    ) -> EvalSet:
         """One pass over the eval split; every process yields the same number of batches."""
 
     def synthetic_data_info(self, cfg) -> DataInfo:
         """What a --data=synthetic run stands in for: the config's example counts."""
         return DataInfo(cfg.train_examples, cfg.eval_examples, "synthetic")
+
+    def synthetic_eval_context(self, cfg) -> Any:
+        """finalize_eval's context for synthetic eval batches (which carry no text)."""
+        return None
 
     def synthetic_high(self, cfg) -> dict[str, np.ndarray]:
         """Exclusive upper bounds of integer batch fields in synthetic data; default 2.
@@ -165,18 +217,22 @@ class Workload(abc.ABC):
         return {}
 
     # ----- reporting -----------------------------------------------------
-    @abc.abstractmethod
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:
         """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants;
-        a value is plain or a Logged(value, metadata)."""
+        a value is plain or a Logged(value, metadata). From the hparams table."""
+        return hparams_lib.mllog_values(self.hparams, cfg, steps_per_epoch)
 
     def check_closed(self, cfg) -> None:
         """Closed-division rules beyond which fields may change (UserError if broken)."""
         return None
 
-    def config_from_hparams(self, hparams: dict[str, Any]) -> dict[str, Any]:
+    def config_from_hparams(self, logged: dict[str, Any]) -> dict[str, Any]:
         """Closed-tunable config values recovered from another run's logged hparams."""
-        raise UserError(f"--borrow_hparams is not supported for {self.name} yet")
+        if not self.hparams:
+            raise UserError(f"--borrow_hparams is not supported for {self.name} yet")
+        rows = (Hparam("global_batch_size", "global_batch_size"), *self.hparams)
+        return hparams_lib.borrowed_values(rows, self.config("reference"), logged,
+                                           self.closed_tunable, self.name)
 
     @abc.abstractmethod
     def flops_per_example(self, cfg) -> float:

@@ -62,3 +62,38 @@ def tiny_benchmark(tmp_path_factory):
         proc = types.SimpleNamespace(**json.loads(done.read_text()))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, submission_dir, proc
+
+
+@pytest.fixture(scope="session")
+def numbers_dir(tmp_path_factory) -> str:
+    """The built-in en->de numbers corpus, prepared as a tfds dataset (translation tests)."""
+    from input_pipelines import numbers_translate as nt
+
+    data_dir = str(tmp_path_factory.mktemp("numbers"))
+    nt.prepare(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def numbers(numbers_dir):
+    from input_pipelines import numbers_translate as nt
+    from input_pipelines import translation as tr
+
+    return tr.open_builder(nt.NAME, numbers_dir)
+
+
+@pytest.fixture(scope="session")
+def vocab(numbers, tmp_path_factory):
+    from input_pipelines import subwords as sw
+    from input_pipelines import translation as tr
+
+    path = str(tmp_path_factory.mktemp("vocab") / "numbers.model")
+    return sw.build_vocab(tr.train_texts(numbers, "train"), 512, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_wmt(tmp_path_factory) -> str:
+    from tools import make_tiny_wmt
+
+    out = str(tmp_path_factory.mktemp("tiny_wmt"))
+    return make_tiny_wmt.make(out, train_examples=300, validation_examples=20, test_examples=50)

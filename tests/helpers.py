@@ -61,3 +61,18 @@ def successful_run(proc, workdir: str, *, reached: str, ruleset: str, once_keys)
     for key in once_keys:
         assert len(values(events, key)) == 1, key
     return events
+
+
+def one_line_error(call, *needles) -> str:
+    """Asserts that call() raises a one-line UserError holding every needle; returns it."""
+    import pytest
+
+    from common.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message

@@ -59,7 +59,8 @@ def _constant_guess_checkpoint(path: str, token: int) -> None:
     `token`: its masked-LM logits are the bias, so it predicts `token` everywhere."""
     workload = BertWorkload()
     cfg = workload.config("tiny")
-    params = jax.device_get(nn.unbox(workload.init(cfg, jax.random.key(5)).params))
+    params = jax.device_get(nn.unbox(workload.init(cfg, workload.synthetic_data_info(cfg),
+                                                 jax.random.key(5)).params))
     params["embeddings"]["word_embeddings"] = np.zeros_like(
         params["embeddings"]["word_embeddings"])
     bias = np.zeros_like(params["mlm_head"]["output_bias"])
@@ -108,7 +109,8 @@ def test_bad_checkpoint_and_bad_records_are_refused_in_one_line(tmp_path, cache)
     # A checkpoint of another size: the first mismatched variable is named.
     ckpt = str(tmp_path / "ckpt" / "model.ckpt-1")
     bert_checkpoint.write_reference_checkpoint(
-        BertWorkload().init(_small_cfg(), jax.random.key(0)).params, ckpt)
+        BertWorkload().init(_small_cfg(), BertWorkload().synthetic_data_info(_small_cfg()),
+                            jax.random.key(0)).params, ckpt)
     workdir = str(tmp_path / "run")
     proc = run_main(["--workload=bert", f"--workdir={workdir}",
                      f"--config.init_checkpoint={ckpt}"], cache)

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from flax import linen as nn
 
+from common.errors import UserError
 from models import bert
 from models import bert_checkpoint as bc
-from suite.errors import UserError
 
 TINY = bert.tiny_config()  # vocab 97, hidden 32, 2 layers of 4 heads of 8, mlp 64, 64 positions
 SHARDING_RULES = [("embed", "fsdp"), ("heads", "model"), ("mlp", "model"), ("vocab", "model")]

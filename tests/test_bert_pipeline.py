@@ -11,9 +11,10 @@ import pytest
 import sentencepiece as spm
 import tensorflow as tf
 
+from common.errors import UserError
 from input_pipelines import bert_records as br
 from input_pipelines import tiny_wiki as tw
-from suite.errors import UserError
+from input_pipelines import tiny_wiki_text
 
 SEQ, PRED = 16, 4
 SMALL = dict(seq_len=64, max_predictions=10, vocab_size=1024, train_examples=1200,
@@ -218,7 +219,7 @@ def test_masking_and_next_sentence_rules(small_data):
     out, manifest = small_data
     sp = spm.SentencePieceProcessor(model_file=os.path.join(out, tw.VOCAB))
     special = tw.special_ids(manifest)
-    docs = tw.tokenized(tw.documents(800, seed=5, split="train"), sp)
+    docs = tw.tokenized(tiny_wiki_text.documents(800, seed=5, split="train"), sp)
     examples = tw.create_examples(docs, 2000, seq_len=64, max_predictions=10,
                                   vocab_size=SMALL["vocab_size"], special=special, seed=5,
                                   keep_originals=True)

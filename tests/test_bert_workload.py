@@ -11,6 +11,7 @@ from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
 from input_pipelines import synthetic
 from models import bert as bert_model
 from models import bert_checkpoint
@@ -18,7 +19,6 @@ from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import division
 from suite import mesh as mesh_lib
-from suite.errors import UserError
 from suite.workloads import bert_lamb
 from suite.workloads.bert import BertWorkload, rules_eval_interval
 
@@ -116,8 +116,9 @@ def test_eval_interval_is_the_rules_formula():
 def test_blocks_count_samples():
     workload = BertWorkload()
     cfg = workload.config("reference")  # batch 448, 6,700 steps, eval every 150,000 samples
-    blocks = config_lib.block_schedule(cfg, cfg.lr_training_steps,
-                                       workload.eval_every_samples(cfg))
+    plan = workload.schedule(cfg, workload.synthetic_data_info(cfg))
+    assert plan.unit == "samples" and not plan.logs_epochs
+    blocks = plan.blocks
     # An eval after the first step that reaches each multiple of 150,000 samples.
     assert [b.end_step for b in blocks[:3]] == [335, 670, 1005]
     assert [b.eval_epoch for b in blocks[:2]] == [335 * 448, 670 * 448]
@@ -178,18 +179,19 @@ def test_schedule_fields_are_checked_before_the_run():
     workload = BertWorkload()
     cfg = workload.config("tiny")
     cfg.eval_every_samples = -5
+    # The workload's validate hook, which config resolution calls before any workdir exists.
     with pytest.raises(UserError, match="eval_every_samples must be an integer >= 0, got -5"):
-        workload.synthetic_data_info(cfg)
+        config_lib.resolve(workload, cfg, 1, "cpu")
     cfg.eval_every_samples, cfg.lr_training_steps = 0, 0
     with pytest.raises(UserError, match="lr_training_steps must be an integer >= 1"):
-        workload.synthetic_data_info(cfg)
+        config_lib.resolve(workload, cfg, 1, "cpu")
 
 
 def test_mesh_must_divide_the_model():
     workload, cfg = _small(1)
     cfg.mesh.fsdp = 3
     with pytest.raises(UserError, match="hidden=32 does not split over --config.mesh.fsdp=3"):
-        workload.logical_axis_rules(cfg)
+        workload.validate(cfg, {"data": 1, "fsdp": 3, "model": 1})
 
 
 def test_closed_division_tunes_only_the_rules_hyperparameters(tmp_path):

@@ -10,9 +10,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from input_pipelines import criteo
 from input_pipelines import planted_clicks as pc
-from suite.errors import UserError
 from tools import make_tiny_criteo
 
 # Reference hotness (214 ids a row) over capped vocabularies; an odd day length so that the

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
+from common.errors import UserError
 from suite import division
-from suite.errors import UserError
 from suite.workloads.resnet import ResNetWorkload
 from tests.helpers import read_log, run_main, values
 

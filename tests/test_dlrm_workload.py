@@ -10,12 +10,12 @@ from jax.sharding import PartitionSpec as P
 from mlperf_logging.mllog import constants as C
 from sklearn.metrics import roc_auc_score
 
+from common.errors import UserError
+from metrics.auc import roc_auc
 from models import dlrm as dlrm_model
 from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import mesh as mesh_lib
-from suite.auc import roc_auc
-from suite.errors import UserError
 from suite.workloads.dlrm import DLRMWorkload
 from tools import state_memory
 
@@ -103,7 +103,7 @@ def test_auc_is_exact_over_the_whole_split_like_sklearn():
     mask[-20:] = 0
     outputs = [{"logit": logits[i:i + 100], "label": labels[i:i + 100], "mask": mask[i:i + 100]}
                for i in range(0, 300, 100)]
-    metrics = workload.finalize_eval(None, outputs)
+    metrics = workload.finalize_eval(None, outputs, None)
     assert metrics["eval_examples"] == 280
     assert abs(metrics["auc"] - roc_auc_score(labels[:280], logits[:280])) < 1e-6
     per_batch = np.mean([roc_auc_score(labels[i:i + 100], logits[i:i + 100])
@@ -111,7 +111,7 @@ def test_auc_is_exact_over_the_whole_split_like_sklearn():
     assert abs(per_batch - metrics["auc"]) > 1e-6
     with pytest.raises(UserError, match="both positive and negative"):
         workload.finalize_eval(None, [{"logit": logits, "label": np.ones(300),
-                                       "mask": np.ones(300)}])
+                                       "mask": np.ones(300)}], None)
 
 
 def test_reference_state_size_per_device_without_allocating_it():

@@ -1,6 +1,7 @@
 """The real training loop through `python -m suite.main`, judged by the official checker."""
 
 import os
+import re
 
 import jax
 import pytest
@@ -56,18 +57,42 @@ def test_tiny_preset_reaches_its_target_and_passes_the_checker(tiny_run):
     assert os.path.exists(os.path.join(workdir, "config.json"))
 
 
+def _block_losses(stdout: str) -> list[float]:
+    """The mean training loss of each block, from the progress lines (`| loss X |`)."""
+    return [float(x) for x in re.findall(r"^block \d+/\d+ .*?\| loss ([0-9.]+) \|", stdout,
+                                         re.MULTILINE)]
+
+
 def test_eight_devices_train_like_one(tiny_run, tmp_path, cache):
-    one_dir, _ = tiny_run
+    """Same data, seed and math on 8 devices as on 1; only the summation order differs.
+
+    That difference is legitimate and LARS amplifies it over epochs (seed 0's 2nd eval is 2
+    images apart, so the old one-image bound failed), so this compares what must agree
+    early: the first two epochs' losses, the first eval, and the eval set each run covers.
+    """
+    one_dir, one_proc = tiny_run
     workdir = str(tmp_path / "eight")
     proc = run_main([f"--workdir={workdir}", "--config.max_epochs=2"], cache, devices=8)
     assert "on 8xcpu" in proc.stdout, proc.stderr[-3000:]
     assert proc.returncode == 1  # the 2-epoch budget ends the run before the target
     assert "run_stop aborted: top1 >= 0.95 not reached within 2 epochs" in proc.stdout
-    eight = values(read_log(os.path.join(workdir, "mlperf_log.txt")), "eval_accuracy")
-    one = values(read_log(os.path.join(one_dir, "mlperf_log.txt")), "eval_accuracy")[:2]
-    # Same data, same seed, same math; summation order differs, so allow one flipped image.
-    assert len(eight) == 2
-    assert all(abs(a - b) <= 1.5 / 297 for a, b in zip(eight, one, strict=True)), (eight, one)
+    eight_log = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    one_log = read_log(os.path.join(one_dir, "mlperf_log.txt"))
+    assert values(eight_log, "eval_samples") == values(one_log, "eval_samples") == [297]
+    eight, one = _block_losses(proc.stdout), _block_losses(one_proc.stdout)[:2]
+    assert len(eight) == 2 and len(one) == 2, (proc.stdout[-3000:], one_proc.stdout[-3000:])
+    # Measured, 8 devices against 1, seeds 0-15, losses printed to 4 decimals: the 1st
+    # epoch's mean loss differs by at most 0.0001 (one rounding step; 7e-6 unrounded for
+    # seed 7), the 2nd by at most 0.0006 (seed 14). For scale: other seeds' 1st-epoch losses
+    # lie 0.0006 to 0.008 from seed 0's.
+    assert abs(eight[0] - one[0]) <= 3e-4, (eight, one)
+    assert abs(eight[1] - one[1]) <= 2e-3, (eight, one)
+    eight_acc, one_acc = values(eight_log, "eval_accuracy"), values(one_log, "eval_accuracy")
+    assert len(eight_acc) == 2
+    # Measured, seeds 0-15: the 1st eval agrees in 15 seeds and is 1 image apart in one
+    # (seed 12); the 2nd is up to 4 images apart (seed 15), so it is not compared.
+    # Allowed: 3 of the 297 images.
+    assert abs(eight_acc[0] - one_acc[0]) <= 3.5 / 297, (eight_acc, one_acc)
 
 
 def test_nan_loss_aborts_the_run(tmp_path, cache):
@@ -109,7 +134,9 @@ def test_pause_and_resume_continue_the_steps_and_the_log(tmp_path, cache):
     workload = ResNetWorkload()
     cfg = workload.config("tiny")
     cfg.compute_dtype = "float32"
-    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, k), jax.random.key(0)))
+    data = workload.synthetic_data_info(cfg)
+    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, data, k),
+                                       jax.random.key(0)))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state, progress = ckpt.restore(step, abstract, jax.tree.map(lambda _: device, abstract))
     ckpt.close()

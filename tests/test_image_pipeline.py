@@ -13,9 +13,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from input_pipelines import digits
 from input_pipelines import image_classification as ic
-from suite.errors import UserError
 from tools import make_tiny_imagenet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,7 +264,7 @@ def test_importable_and_clear_without_tensorflow(tmp_path):
         "import sys\n"
         "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
         "from input_pipelines import image_classification as ic\n"
-        "from suite.errors import UserError\n"
+        "from common.errors import UserError\n"
         "try:\n"
         f"    ic.open_builder('imagenet2012', {str(tmp_path)!r})\n"
         "except UserError as e:\n"

@@ -67,13 +67,15 @@ def test_one_real_train_step_lowers_the_loss_on_a_fixed_batch():
     workload = ResNetWorkload()
     cfg = workload.config("tiny")
     cfg.compute_dtype = "float32"
-    state = nn.unbox(workload.init(cfg, jax.random.key(0)))
+    data = workload.synthetic_data_info(cfg)
+    state = nn.unbox(workload.init(cfg, data, jax.random.key(0)))
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.standard_normal((32, cfg.image_size, cfg.image_size, 3)).astype(np.float32),
         "label": rng.integers(0, 10, 32).astype(np.int32),
     }
-    step = jax.jit(lambda s, b: workload.train_step(cfg, s, b, jax.random.key(1)))
+    step = jax.jit(lambda s, b: workload.train_step(cfg, data, s, b, jax.random.key(1),
+                                                    mesh=None))
     losses = []
     for _ in range(6):  # the first steps are in warmup, where the learning rate is tiny
         state, metrics = step(state, batch)

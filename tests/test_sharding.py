@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
-from suite.errors import UserError
 from suite.workloads.resnet import ResNetWorkload
 
 
@@ -41,11 +41,23 @@ def test_eight_devices_match_one():
     np.testing.assert_allclose(eight, one, rtol=2e-5, atol=2e-6)
 
 
-def test_data_and_fsdp_axes_match_one_device():
+def test_batch_split_over_data_and_fsdp_matches_one_device():
+    """A data=4 x fsdp=2 mesh splits the batch over all 8 devices and matches one device.
+
+    It tests no fsdp parameter sharding: ResNet's logical axis rules (the default,
+    batch -> (data, fsdp)) have no fsdp parameter axis, so every parameter is replicated.
+    """
     one, _, _ = _losses(mesh_lib.make_mesh(devices=jax.devices()[:1]), steps=2)
     mesh = mesh_lib.make_mesh(fsdp=2)
     assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "model": 1}
-    both, _, _ = _losses(mesh, steps=2)
+    both, batch, state = _losses(mesh, steps=2)
+    # Each of the 8 devices holds its own 4 of the 32 rows: the batch is split over both axes.
+    shards = batch["image"].addressable_shards
+    rows = sorted(s.index[0].indices(32)[:2] for s in shards)
+    assert rows == [(i, i + 4) for i in range(0, 32, 4)]
+    assert len({s.device for s in shards}) == 8
+    params = jax.tree.leaves(state.params)
+    assert params and all(p.sharding.is_fully_replicated for p in params)
     np.testing.assert_allclose(both, one, rtol=2e-5, atol=2e-6)
 
 

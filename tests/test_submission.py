@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from suite.errors import UserError
+from common.errors import UserError
+from suite import submission
 from tests.helpers import read_log
-from tools import submission
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLATFORM = "1xcpu"  # the runs' submission_platform and the package's system name

@@ -54,7 +54,7 @@ def test_tiny_preset_reaches_its_bleu_and_passes_the_checker(tiny_run, cache):
     assert compliance.check(log, RULESET).passed
     # The vocabulary travels with the run: built once into the cache, copied to the workdir.
     with open(os.path.join(workdir, "config.json")) as f:
-        vocab_path = json.load(f)["config"]["vocab_path"]
+        vocab_path = json.load(f)["data"]["vocab_path"]
     assert vocab_path.startswith(cache)
     with open(vocab_path, "rb") as a, open(os.path.join(workdir, "vocab.model"), "rb") as b:
         assert a.read() == b.read()

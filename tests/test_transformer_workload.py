@@ -7,10 +7,10 @@ import optax
 import pytest
 import sacrebleu
 
-from suite import bleu
+from metrics import bleu
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
-from suite.workloads.transformer import TransformerWorkload
+from suite.workloads.transformer import References, TransformerWorkload
 
 HYPS = ["Ich habe zwölf Katzen gesehen.", "am dritten Mai", "Sie hat drei Bücher gekauft .",
         "DER einundzwanzigste März"]
@@ -45,13 +45,10 @@ def test_finalize_eval_scores_decoded_text_in_index_order():
 
     vocab = Vocab()
 
-    class KnownVocab(TransformerWorkload):
-        def _vocab(self, cfg):
-            return vocab
-
-    workload = KnownVocab()
+    workload = TransformerWorkload()
     cfg = workload.config("tiny")
-    workload._references[workload._eval_key(cfg)] = REFS
+    # The eval's references travel with its batches (EvalSet.context), not in the workload.
+    context = References(tuple(REFS), vocab)
 
     def encode(text):
         return [vocab.words.index(w) + 3 for w in text.split()] + [1]
@@ -69,7 +66,7 @@ def test_finalize_eval_scores_decoded_text_in_index_order():
                 "nll": np.float32(3.0), "tokens_count": np.float32(2.0)},
                {"tokens": rows[3:], "targets": rows[3:], "index": index[3:], "mask": mask[3:],
                 "nll": np.float32(1.0), "tokens_count": np.float32(2.0)}]
-    metrics = workload.finalize_eval(cfg, outputs)
+    metrics = workload.finalize_eval(cfg, outputs, context)
     expected = sacrebleu.corpus_bleu([HYPS[i] for i in order], [[REFS[i] for i in order]],
                                      lowercase=True, tokenize="intl").score / 100
     assert metrics["bleu"] == pytest.approx(expected, abs=1e-12)

@@ -3,9 +3,7 @@ tiny WMT that tfds's own wmt17/wmt14 builders read."""
 
 import collections
 import glob
-import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,130 +16,17 @@ import tensorflow_datasets as tfds
 from input_pipelines import numbers_translate as nt
 from input_pipelines import subwords as sw
 from input_pipelines import translation as tr
-from suite.errors import UserError
+from tests.helpers import one_line_error
 from tools import make_tiny_wmt
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MONTHS_DE = "Januar|Februar|März|April|Mai|Juni|Juli|August|September|Oktober|November|Dezember"
 
 
-@pytest.fixture(scope="session")
-def numbers_dir(tmp_path_factory) -> str:
-    data_dir = str(tmp_path_factory.mktemp("numbers"))
-    nt.prepare(data_dir)
-    return data_dir
-
-
-@pytest.fixture(scope="session")
-def numbers(numbers_dir):
-    return tr.open_builder(nt.NAME, numbers_dir)
-
-
-@pytest.fixture(scope="session")
-def vocab(numbers, tmp_path_factory) -> sw.Vocab:
-    path = str(tmp_path_factory.mktemp("vocab") / "numbers.model")
-    return sw.build_vocab(tr.train_texts(numbers, "train"), 512, path)
-
-
-@pytest.fixture(scope="session")
-def tiny_wmt(tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("tiny_wmt"))
-    return make_tiny_wmt.make(out, train_examples=300, validation_examples=20, test_examples=50)
-
-
-def _one_line_error(call, *needles) -> str:
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
-
-
 def _segments(row: dict, side: str) -> list[np.ndarray]:
     """The token runs of each segment (1, 2, ...) on one side of a packed row."""
     segments = row[f"{side}_segmentation"]
     return [row[side][segments == s] for s in range(1, segments.max() + 1)]
-
-
-# The numbers corpus.
-
-
-def _digest(pairs) -> str:
-    return hashlib.sha256(repr(pairs).encode()).hexdigest()
-
-
-def test_corpus_is_deterministic_and_disjoint():
-    train, test = nt.pairs("train"), nt.pairs("test")
-    assert (len(train), len(test)) == (nt.TRAIN_EXAMPLES, nt.TEST_EXAMPLES)
-    for side in (0, 1):  # no test sentence, in either language, is in train
-        assert not {p[side] for p in test} & {p[side] for p in train}
-        assert len({p[side] for p in train + test}) == len(train + test)
-    # Another interpreter, another hash seed: the same corpus.
-    code = ("import hashlib\nfrom input_pipelines import numbers_translate as nt\n"
-            "print(hashlib.sha256(repr((nt.pairs('train'), nt.pairs('test'))).encode())"
-            ".hexdigest())")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONHASHSEED="123"), check=True)
-    assert proc.stdout.strip() == _digest((train, test))
-    with pytest.raises(UserError, match="no split 'validation'"):
-        nt.pairs("validation")
-
-
-def test_corpus_german_is_right():
-    corpus = set(nt.pairs("train") + nt.pairs("test"))
-    for pair in [
-        ("twenty-one", "einundzwanzig"),
-        ("three thousand, two hundred and twelve", "dreitausendzweihundertzwölf"),
-        ("on the twenty-fifth of October eleven twenty-one",
-         "am fünfundzwanzigsten Oktober elfhunderteinundzwanzig"),
-        ("the first of April thirteen fifteen", "der erste April dreizehnhundertfünfzehn"),
-        ("I bought three apples.", "Ich habe drei Äpfel gekauft."),
-        ("My brother saw four dogs on the fourteenth of June.",
-         "Mein Bruder hat am vierzehnten Juni vier Hunde gesehen."),
-        ("We bought two hundred and twenty-seven books last year.",
-         "Wir haben letztes Jahr zweihundertsiebenundzwanzig Bücher gekauft."),
-    ]:
-        assert pair in corpus
-    auxiliaries = {"I": "Ich habe", "We": "Wir haben", "He": "Er hat", "She": "Sie hat"}
-    kinds = collections.Counter()
-    for en, de in corpus:
-        assert len(en.split()) <= 25
-        if en.endswith("."):  # a sentence: subject, auxiliary, ..., participle.
-            kinds["sentence"] += 1
-            assert de[0].isupper() and de.endswith(".") and de.count(".") == 1
-            assert de.split()[-1][:-1].startswith(("ge", "ver")), de
-            subject = en.split()[0]
-            if subject in auxiliaries:
-                assert de.startswith(auxiliaries[subject] + " "), (en, de)
-        elif en.startswith("on the "):
-            kinds["date"] += 1
-            assert re.fullmatch(rf"am \w+ten ({MONTHS_DE})( \w+)?", de), de
-        else:
-            kinds["number" if " of " not in en else "nominative date"] += 1
-    assert min(kinds.values()) > 1000, kinds
-
-
-def test_prepare_makes_a_wmt_like_dataset(numbers_dir, numbers, capsys):
-    info = numbers.info
-    assert isinstance(info.features, tfds.features.Translation)
-    assert tuple(info.features.languages) == ("de", "en")
-    assert {n: s.num_examples for n, s in info.splits.items()} == {"train": 20000, "test": 500}
-    assert nt.prepare(numbers_dir).data_dir == numbers.data_dir  # idempotent
-    nt.main(["--data_dir", numbers_dir])
-    assert f"{nt.NAME} ready in {numbers.data_dir}" in capsys.readouterr().out
-    example = next(iter(tfds.as_numpy(numbers.as_dataset(split="test").take(1))))
-    assert (example["en"].decode(), example["de"].decode()) in nt.pairs("test")
-
-
-def test_prepare_unreadable_data(numbers_dir, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(numbers_dir, copy)
-    (info,) = glob.glob(f"{copy}/{nt.NAME}/*/dataset_info.json")
-    with open(info, "w") as f:
-        f.write("{not json")
-    _one_line_error(lambda: nt.prepare(str(copy)), f"unreadable {nt.NAME}", "prepare it again")
 
 
 # The vocabulary.
@@ -177,21 +62,21 @@ def test_vocab_is_deterministic_and_loads(vocab, numbers, tmp_path):
 
 def test_vocab_bad_input(tmp_path):
     missing = str(tmp_path / "missing.model")
-    _one_line_error(lambda: sw.load_vocab(missing), f"vocabulary file {missing} does not exist",
+    one_line_error(lambda: sw.load_vocab(missing), f"vocabulary file {missing} does not exist",
                     "--config.vocab_path")
     garbage = tmp_path / "garbage.model"
     garbage.write_bytes(b"not a sentencepiece model\n" * 10)
-    _one_line_error(lambda: sw.load_vocab(str(garbage)), "is not a sentencepiece model",
+    one_line_error(lambda: sw.load_vocab(str(garbage)), "is not a sentencepiece model",
                     "--config.vocab_path")
     other_ids = tmp_path / "other_ids.model"  # sentencepiece's defaults: unk 0, bos 1, eos 2
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c", "d e f"] * 50),
                                    model_prefix=str(other_ids)[: -len(".model")],
                                    vocab_size=10, minloglevel=2)
-    _one_line_error(lambda: sw.load_vocab(str(other_ids)), "pad/eos/unk/bos ids (-1, 2, 0, 1)",
+    one_line_error(lambda: sw.load_vocab(str(other_ids)), "pad/eos/unk/bos ids (-1, 2, 0, 1)",
                     "--config.vocab_path")
-    _one_line_error(lambda: sw.build_vocab(["a b", "c d"], 5000, str(tmp_path / "v.model")),
+    one_line_error(lambda: sw.build_vocab(["a b", "c d"], 5000, str(tmp_path / "v.model")),
                     "cannot build a 5000-piece vocabulary", "smaller --config.vocab_size")
-    _one_line_error(lambda: sw.build_vocab(["", " "], 100, str(tmp_path / "v.model")),
+    one_line_error(lambda: sw.build_vocab(["", " "], 100, str(tmp_path / "v.model")),
                     "no text to build the vocabulary")
 
 
@@ -297,12 +182,12 @@ def test_train_batches_read_nothing_until_next(numbers_dir, vocab, tmp_path):
     batches = _train(builder, vocab)
     for record in glob.glob(f"{copy}/{nt.NAME}/*/*.tfrecord*"):
         os.remove(record)  # built already; only reading can notice
-    _one_line_error(lambda: next(batches), "damaged or missing", "prepare it again")
+    one_line_error(lambda: next(batches), "damaged or missing", "prepare it again")
 
 
 def test_train_batches_bad_sizes(numbers, vocab):
-    _one_line_error(lambda: _train(numbers, vocab, max_length=1), "max_length >= 2")
-    _one_line_error(lambda: _train(numbers, vocab, local_batch_size=0), "batch size >= 1")
+    one_line_error(lambda: _train(numbers, vocab, max_length=1), "max_length >= 2")
+    one_line_error(lambda: _train(numbers, vocab, local_batch_size=0), "batch size >= 1")
 
 
 # Evaluation batches.
@@ -376,28 +261,28 @@ def test_dataset_without_the_split(tmp_path, vocab):
     make_tiny_wmt.write_dataset(str(tmp_path), make_tiny_wmt.EVAL_DATASET,
                                 {"validation": sentences})
     builder = tr.open_builder(make_tiny_wmt.EVAL_DATASET, str(tmp_path))
-    _one_line_error(
+    one_line_error(
         lambda: tr.eval_batches(builder, "test", vocab, local_batch_size=4, max_length=16,
                                 process_index=0, process_count=1),
         "wmt14_translate/de-en/1.0.0", "has no split 'test'; it has: validation")
-    _one_line_error(lambda: _train(builder, vocab, split="test"), "has no split 'test'")
+    one_line_error(lambda: _train(builder, vocab, split="test"), "has no split 'test'")
     # Only sentences, each longer than 4 tokens: training must stop, not read forever.
-    _one_line_error(lambda: next(_train(builder, vocab, split="validation", max_length=4)),
+    one_line_error(lambda: next(_train(builder, vocab, split="validation", max_length=4)),
                     "every example is longer than max_length 4")
 
 
 def test_unprepared_data_dir(tmp_path):
-    _one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, str(tmp_path)),
+    one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, str(tmp_path)),
                     "no prepared wmt17_translate/de-en", "tfds build wmt17_translate/de-en",
                     "tools.make_tiny_wmt")
-    _one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, str(tmp_path / "no")),
+    one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, str(tmp_path / "no")),
                     "does not exist")
-    _one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, None), "--data_dir")
+    one_line_error(lambda: tr.open_builder(make_tiny_wmt.TRAIN_DATASET, None), "--data_dir")
 
 
 def test_make_tiny_wmt_refuses_bad_input(tiny_wmt):
-    _one_line_error(lambda: make_tiny_wmt.make(tiny_wmt), "already exists")
-    _one_line_error(lambda: make_tiny_wmt.make(tiny_wmt, test_examples=500),
+    one_line_error(lambda: make_tiny_wmt.make(tiny_wmt), "already exists")
+    one_line_error(lambda: make_tiny_wmt.make(tiny_wmt, test_examples=500),
                     "--validation_examples")
     with pytest.raises(SystemExit, match="^error: .* already exists"):
         make_tiny_wmt.main(["--out", tiny_wmt])
@@ -409,7 +294,7 @@ def test_importable_without_tensorflow(vocab, tmp_path):
         "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
         "from input_pipelines import subwords as sw\n"
         "from input_pipelines import translation as tr\n"
-        "from suite.errors import UserError\n"
+        "from common.errors import UserError\n"
         f"vocab = sw.load_vocab({vocab.path!r})\n"
         "(ids,) = vocab.encode(['I saw twelve cats.'])\n"
         "rows = list(tr.pack([(ids, ids)] * 2, 2 * len(ids)))\n"

@@ -6,10 +6,12 @@ import ml_collections
 import pytest
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
 from suite import config as config_lib
-from suite import perf
-from suite.errors import UserError
+from suite import perf, schedule
 from suite.target import Target
+from suite.workload import DataInfo
+from suite.workloads.dlrm import DLRMWorkload
 from suite.workloads.resnet import IMAGENET_TRAIN, ResNetWorkload
 
 
@@ -24,8 +26,11 @@ def test_target_directions_and_non_finite_values():
 
 
 def test_resnet_evaluates_at_epochs_3_7_11_like_the_reference():
-    cfg = ResNetWorkload().config("reference")
-    blocks = config_lib.block_schedule(cfg, steps_per_epoch=393)
+    workload = ResNetWorkload()
+    cfg = workload.config("reference")
+    blocks = workload.schedule(cfg, DataInfo(IMAGENET_TRAIN, 50_000, "sizes")).blocks
+    assert workload.schedule(cfg, DataInfo(IMAGENET_TRAIN, 50_000, "sizes")).steps_per_epoch \
+        == 393
     evals = [b.first_epoch + b.epoch_count - 1 for b in blocks]
     assert evals[:4] == [3, 7, 11, 15] == [b.eval_epoch for b in blocks[:4]]
     assert evals[-1] == cfg.max_epochs == 41
@@ -35,20 +40,22 @@ def test_resnet_evaluates_at_epochs_3_7_11_like_the_reference():
 
 
 def test_evals_inside_an_epoch_split_it_into_equal_blocks():
-    cfg = ResNetWorkload().config("reference")
-    cfg.max_epochs, cfg.epochs_per_block, cfg.eval_offset_epochs = 1, 1, 1
-    cfg.evals_per_epoch = 20
-    blocks = config_lib.block_schedule(cfg, steps_per_epoch=3200)
+    blocks = schedule.EvalsPerEpoch(3200, max_epochs=1, evals=20).blocks
     assert len(blocks) == 20 and {b.end_step - b.start_step for b in blocks} == {160}
     assert blocks[0].eval_epoch == 0.05 and blocks[-1].eval_epoch == 1.0
     assert {b.first_epoch for b in blocks} == {1}
     # Steps that do not divide: blocks differ by at most one step and cover the epoch.
-    blocks = config_lib.block_schedule(cfg, steps_per_epoch=1001)
+    blocks = schedule.EvalsPerEpoch(1001, max_epochs=1, evals=20).blocks
     sizes = [b.end_step - b.start_step for b in blocks]
     assert sum(sizes) == 1001 and max(sizes) - min(sizes) <= 1
+    # DLRM, whose schedule this is, refuses epoch fields that would fight it.
+    dlrm = DLRMWorkload()
+    cfg = dlrm.config("tiny")
     cfg.epochs_per_block = 2
     with pytest.raises(UserError, match="evals_per_epoch"):
-        config_lib.resolve(ResNetWorkload(), cfg, 1, "cpu")
+        config_lib.resolve(dlrm, cfg, 1, "cpu")
+    with pytest.raises(UserError, match="evals_per_epoch must be a positive integer"):
+        schedule.EvalsPerEpoch(1001, max_epochs=1, evals=0)
 
 
 def test_resolve_fills_dtype_and_refuses_bad_fields():

@@ -11,8 +11,8 @@ import sys
 
 from absl import app, flags
 
+from common.errors import UserError
 from suite import compliance, registry, scoring
-from suite.errors import UserError
 from suite.mlperf_log import LOG_NAME
 
 _WORKLOAD = flags.DEFINE_string("workload", None, "Workload whose ruleset applies.")

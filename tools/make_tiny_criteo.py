@@ -18,8 +18,8 @@ import argparse
 import os
 import time
 
+from common.errors import UserError
 from input_pipelines import criteo, planted_clicks
-from suite.errors import UserError
 
 
 def make(out_dir: str, *, num_days: int = criteo.REFERENCE_NUM_DAYS, rows_per_day: int = 2000,

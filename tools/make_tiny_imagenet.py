@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from suite.errors import UserError
+from common.errors import UserError
 
 DATASET = "imagenet2012"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from suite.errors import UserError
+from common.errors import UserError
 
 TRAIN_DATASET = "wmt17_translate/de-en"
 EVAL_DATASET = "wmt14_translate/de-en"

@@ -20,8 +20,8 @@ import os
 import re
 import sys
 
+from common.errors import UserError
 from suite import scoring
-from suite.errors import UserError
 from suite.target import Target
 
 _SYSTEM_FIELDS = (  # MLPerf system-description keys worth a reader's eye, in this order

@@ -1,21 +1,25 @@
 """Bytes of train state each device holds, for any workload and mesh, without allocating it.
 
-    python -m tools.state_memory --workload=dlrm_dcnv2 --devices=8 --model=8
+    python -m tools.state_memory --workload=dlrm_dcnv2 --preset=reference --devices=8 \
+        --config.mesh.model=8
+
+--workload, --preset and every --config.* override work as in suite.main (one parser).
 
 The state's shapes come from jax.eval_shape of the workload's init, its shardings from the
 same logical axis rules the runner uses, so a 26-billion-parameter DLRM is sized on a laptop.
 """
 
-import argparse
 import functools
 import math
 
 import jax
+from absl import app, flags, logging
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
+from common.errors import UserError
+from suite import cli
 from suite import mesh as mesh_lib
-from suite import registry
 
 
 def bytes_per_device(workload, cfg, num_devices: int) -> dict[str, int]:
@@ -24,7 +28,9 @@ def bytes_per_device(workload, cfg, num_devices: int) -> dict[str, int]:
     rules = workload.logical_axis_rules(cfg)
     sizes = mesh_lib.axis_sizes(num_devices, cfg.mesh.fsdp, cfg.mesh.model)
     with nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(functools.partial(workload.init, cfg), jax.random.key(0))
+        boxed = jax.eval_shape(functools.partial(workload.init, cfg,
+                                                 workload.synthetic_data_info(cfg)),
+                               jax.random.key(0))
     specs = nn.get_partition_spec(boxed)
     leaves = jax.tree.leaves(nn.unbox(boxed))
     spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
@@ -42,27 +48,29 @@ def bytes_per_device(workload, cfg, num_devices: int) -> dict[str, int]:
     return {"total": total, "per_device": per_device, "replicated": replicated}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=registry.names())
-    parser.add_argument("--preset", default="reference")
-    parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--fsdp", type=int, default=1)
-    parser.add_argument("--model", type=int, default=1)
-    parser.add_argument("--compute_dtype", default="bfloat16")
-    args = parser.parse_args(argv)
-    workload = registry.get(args.workload)
-    cfg = workload.config(args.preset)
-    cfg.mesh.fsdp, cfg.mesh.model = args.fsdp, args.model
-    cfg.compute_dtype = args.compute_dtype
-    mesh_lib.check_shape(args.devices, args.fsdp, args.model)
-    b = bytes_per_device(workload, cfg, args.devices)
+_DEVICES = flags.DEFINE_integer("devices", 8, "Devices the state is sized for.")
+
+
+def main(argv) -> int:
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # JAX's platform probing is INFO noise
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
+    workload, cfg = cli.workload(), cli.config()
+    try:
+        mesh_lib.check_shape(_DEVICES.value, cfg.mesh.fsdp, cfg.mesh.model)
+        workload.validate(cfg, mesh_lib.axis_sizes(_DEVICES.value, cfg.mesh.fsdp,
+                                                   cfg.mesh.model))
+    except UserError as e:
+        cli.fail(str(e))
+    b = bytes_per_device(workload, cfg, _DEVICES.value)
     gib = 2**30
-    print(f"{args.workload} {args.preset} on {args.devices} devices (fsdp={args.fsdp}, "
-          f"model={args.model}): state {b['total'] / gib:,.2f} GiB in all, "
-          f"{b['per_device'] / gib:,.2f} GiB per device "
+    print(f"{workload.name} {cli.preset_name()} on {_DEVICES.value} devices "
+          f"(fsdp={cfg.mesh.fsdp}, model={cfg.mesh.model}): state {b['total'] / gib:,.2f} GiB "
+          f"in all, {b['per_device'] / gib:,.2f} GiB per device "
           f"({b['replicated'] / gib:,.3f} GiB of it replicated)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=cli.parser())

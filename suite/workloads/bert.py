@@ -11,17 +11,18 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
 from input_pipelines import bert_records
 from models import bert as bert_model
-from suite.errors import UserError
+from suite import schedule as schedule_lib
+from suite.hparams import Hparam, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, TrainState, Workload
+from suite.workload import DataInfo, EvalSet, Workload
 from suite.workloads import bert_lamb
 
 # The reference convergence point of global batch 448 (mlperf_logging's rcps_bert.json,
@@ -29,13 +30,6 @@ from suite.workloads import bert_lamb
 REFERENCE_HPARAMS = dict(global_batch_size=448, base_lr=0.000425, lr_training_steps=6700,
                          warmup_steps=0, start_warmup_step=0, lamb_beta_1=0.9,
                          lamb_beta_2=0.999, lamb_weight_decay=0.01)
-# The reference's log names for the closed-tunable fields, for --borrow_hparams.
-_LOGGED_AS = {C.GLOBAL_BATCH_SIZE: "global_batch_size", C.OPT_BASE_LR: "base_lr",
-              C.OPT_LR_TRAINING_STEPS: "lr_training_steps", C.NUM_WARMUP_STEPS: "warmup_steps",
-              C.START_WARMUP_STEP: "start_warmup_step", C.OPT_LAMB_BETA_1: "lamb_beta_1",
-              C.OPT_LAMB_BETA_2: "lamb_beta_2", C.OPT_LAMB_WEIGHT_DECAY: "lamb_weight_decay"}
-
-
 RANDOM_INIT = "random"
 
 
@@ -57,8 +51,9 @@ class BertWorkload(Workload):
     data_dir_help = ("the directory of the reference's pretraining TFRecords (part-* "
                      "training files and the packed eval_10k file)")
 
-    def config(self, preset: str) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
+    runtime_fields = frozenset({"eval_batch_size", "init_checkpoint"})
+
+    def reference_config(self, c):
         c.dataset = "mlcommons_wikipedia"
         c.train_files = "part-*"  # under --data_dir
         c.eval_file = "eval_10k"
@@ -69,8 +64,6 @@ class BertWorkload(Workload):
         c.vocab_size, c.hidden, c.layers, c.heads, c.mlp_dim = 30522, 1024, 24, 16, 4096
         c.max_position = 512
         c.dropout_rate = c.attention_dropout_rate = 0.1
-        c.compute_dtype = "auto"
-        c.target_value = self.target.value
         c.update(REFERENCE_HPARAMS)
         c.lr_poly_power = 1.0
         c.lamb_epsilon = 1e-6
@@ -82,43 +75,59 @@ class BertWorkload(Workload):
         # One "epoch" is the learning-rate schedule (lr_training_steps): the run never
         # sees the whole training set, and its log counts samples.
         c.train_epochs = c.max_epochs = c.epochs_per_block = c.eval_offset_epochs = 1
-        c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})
-        if preset == "tiny":
-            from input_pipelines import tiny_wiki
 
-            tiny = tiny_wiki.TINY
-            c.dataset = "tiny_wiki"
-            c.seq_len, c.max_predictions = tiny["seq_len"], tiny["max_predictions"]
-            c.vocab_size = tiny["vocab_size"]
-            c.hidden, c.layers, c.heads, c.mlp_dim = 128, 2, 4, 512
-            c.max_position = tiny["seq_len"]
-            c.dropout_rate = c.attention_dropout_rate = 0.0
-            c.init_checkpoint = RANDOM_INIT
-            # From random init, masked-LM accuracy crosses 0.5 after ~500 steps (~50 s on
-            # two CPU cores) and levels off near 0.68 by step 1,000.
-            c.target_value = 0.50
-            c.global_batch_size = 32
-            c.base_lr, c.lr_training_steps, c.warmup_steps = 0.02, 1000, 50
-            c.lamb_weight_decay = 0.01
-            c.eval_batch_size = 512
-            # The first 1,000 of the 2,000 written: an eval then costs a tenth of a block.
-            c.eval_examples = 1000
-            c.train_examples = c.global_batch_size * c.lr_training_steps
-            c.eval_every_samples = 100 * c.global_batch_size
-        elif preset != "reference":
-            raise ValueError(f"unknown preset {preset!r}")
-        return c
+    def tiny_preset(self, c):
+        from input_pipelines import tiny_wiki
+
+        tiny = tiny_wiki.TINY
+        c.dataset = "tiny_wiki"
+        c.seq_len, c.max_predictions = tiny["seq_len"], tiny["max_predictions"]
+        c.vocab_size = tiny["vocab_size"]
+        c.hidden, c.layers, c.heads, c.mlp_dim = 128, 2, 4, 512
+        c.max_position = tiny["seq_len"]
+        c.dropout_rate = c.attention_dropout_rate = 0.0
+        c.init_checkpoint = RANDOM_INIT
+        # From random init, masked-LM accuracy crosses 0.5 after ~500 steps (~50 s on
+        # two CPU cores) and levels off near 0.68 by step 1,000.
+        c.target_value = 0.50
+        c.global_batch_size = 32
+        c.base_lr, c.lr_training_steps, c.warmup_steps = 0.02, 1000, 50
+        c.lamb_weight_decay = 0.01
+        c.eval_batch_size = 512
+        # The first 1,000 of the 2,000 written: an eval then costs a tenth of a block.
+        c.eval_examples = 1000
+        c.train_examples = c.global_batch_size * c.lr_training_steps
+        c.eval_every_samples = 100 * c.global_batch_size
+
+    def validate(self, cfg, mesh_sizes):
+        for field, axis in (("hidden", "fsdp"), ("heads", "model"), ("mlp_dim", "model")):
+            size = mesh_sizes[axis]
+            if cfg[field] % size:
+                raise UserError(f"--config.{field}={cfg[field]} does not split over "
+                                f"--config.mesh.{axis}={size}; pick a divisor")
+        for field, least in (("lr_training_steps", 1), ("warmup_steps", 0),
+                             ("eval_every_samples", 0)):
+            if not isinstance(cfg[field], int) or cfg[field] < least:
+                raise UserError(f"--config.{field} must be an integer >= {least}, "
+                                f"got {cfg[field]!r}")
+        if cfg.init_checkpoint not in ("", RANDOM_INIT):
+            from models import bert_checkpoint
+
+            # Now, before any workdir exists, rather than when init loads it.
+            bert_checkpoint.check_reference_checkpoint(cfg.init_checkpoint,
+                                                       self.model_config(cfg))
+
+    def schedule(self, cfg, data):
+        # One "epoch" is the learning-rate schedule: evals every so many samples trained.
+        return schedule_lib.SampleBlocks(
+            cfg.lr_training_steps, global_batch_size=cfg.global_batch_size,
+            total_steps=cfg.lr_training_steps, every=self.eval_every_samples(cfg))
 
     def logical_axis_rules(self, cfg):
         # fsdp: every param and optimizer moment split over the fsdp axis along its hidden
         # ("embed") dimension, gathered per layer in the step; model: tensor parallelism over
         # heads and the feed-forward hidden. The vocabulary stays whole: 30,522 splits over
         # no power of two above 2.
-        for field, axis in (("hidden", "fsdp"), ("heads", "model"), ("mlp_dim", "model")):
-            size = cfg.mesh[axis]
-            if cfg[field] % size:
-                raise UserError(f"--config.{field}={cfg[field]} does not split over "
-                                f"--config.mesh.{axis}={size}; pick a divisor")
         return [("batch", ("data", "fsdp")), ("embed", "fsdp"), ("heads", "model"),
                 ("mlp", "model"), ("vocab", None), ("kv", None)]
 
@@ -138,15 +147,15 @@ class BertWorkload(Workload):
             epsilon=cfg.lamb_epsilon, weight_decay=cfg.lamb_weight_decay,
             clip_norm=cfg.grad_clip_norm)
 
-    def optimizer(self, cfg) -> optax.GradientTransformation:
+    def optimizer(self, cfg, data) -> optax.GradientTransformation:
         return bert_lamb.lamb(self.lamb_config(cfg), cfg.layers)
 
-    def init(self, cfg, rng):
+    def init_variables(self, cfg, rng):
         tokens = jnp.zeros((1, cfg.seq_len), jnp.int32)
         positions = jnp.zeros((1, cfg.max_predictions), jnp.int32)
         params = bert_model.Bert(self.model_config(cfg)).init(
             rng, tokens, tokens, tokens, positions, train=False)["params"]
-        return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer(cfg).init(params))
+        return params, {}
 
     def initial_params(self, cfg, abstract_params):
         if cfg.init_checkpoint in ("", RANDOM_INIT):
@@ -162,27 +171,22 @@ class BertWorkload(Workload):
             batch["masked_lm_positions"], train=train,
             rngs={"dropout": rng} if train else None)
 
-    def train_step(self, cfg, state, batch, rng):
-        def loss_fn(params):
-            mlm, nsp = self._apply(cfg, params, batch, True, rng)
-            return bert_model.pretraining_loss(mlm, nsp, batch["masked_lm_ids"],
-                                               batch["masked_lm_weights"],
-                                               batch["next_sentence_labels"])
+    def loss(self, cfg, params, model_state, batch, rng, *, mesh):
+        mlm, nsp = self._apply(cfg, params, batch, True, rng)
+        loss = bert_model.pretraining_loss(mlm, nsp, batch["masked_lm_ids"],
+                                           batch["masked_lm_weights"],
+                                           batch["next_sentence_labels"])
+        return loss, ({}, model_state)
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = self.optimizer(cfg).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state), {"loss": loss}
-
-    def eval_step(self, cfg, state, batch):
-        mlm, nsp = self._apply(cfg, state.params, batch, False)
+    def eval_step(self, cfg, params, model_state, batch, *, mesh):
+        mlm, nsp = self._apply(cfg, params, batch, False)
         correct, count = bert_model.masked_lm_accuracy_sums(
             mlm, batch["masked_lm_ids"], batch["masked_lm_weights"])
         nsp_hits = (jnp.argmax(nsp, -1) == batch["next_sentence_labels"]) * batch["mask"]
         return {"mlm_correct": correct, "mlm_count": count,
                 "nsp_correct": jnp.sum(nsp_hits), "examples": jnp.sum(batch["mask"])}
 
-    def finalize_eval(self, cfg, outputs):
+    def finalize_eval(self, cfg, outputs, context):
         sums = {k: float(np.sum([o[k] for o in outputs])) for k in outputs[0]}
         if sums["mlm_count"] <= 0:
             raise UserError("the eval set holds no masked-LM predictions (all weights 0); "
@@ -223,11 +227,6 @@ class BertWorkload(Workload):
         return os.path.join(data_dir, cfg.train_files), os.path.join(data_dir, cfg.eval_file)
 
     def _train_steps_info(self, cfg, eval_examples: int, source: str) -> DataInfo:
-        for field, least in (("lr_training_steps", 1), ("warmup_steps", 0),
-                             ("eval_every_samples", 0)):
-            if not isinstance(cfg[field], int) or cfg[field] < least:
-                raise UserError(f"--config.{field} must be an integer >= {least}, "
-                                f"got {cfg[field]!r}")
         # The log's train_samples is what the schedule trains, as the reference logs it.
         return DataInfo(train_examples=cfg.global_batch_size * cfg.lr_training_steps,
                         eval_examples=eval_examples, source=source,
@@ -238,12 +237,6 @@ class BertWorkload(Workload):
             raise UserError("BERT continues pretraining from the MLCommons phase-1 checkpoint: "
                             "pass --config.init_checkpoint=<dir>/model.ckpt-28252 (or "
                             f"={RANDOM_INIT} to start from a random init, open division only)")
-        if cfg.init_checkpoint != RANDOM_INIT:
-            from models import bert_checkpoint
-
-            # Now, before any workdir exists, rather than when init loads it.
-            bert_checkpoint.check_reference_checkpoint(cfg.init_checkpoint,
-                                                       self.model_config(cfg))
         train, eval_file = self._paths(cfg, data_dir)
         files = bert_records.list_files(train)
         bert_records.check_file(files[0], cfg.seq_len, cfg.max_predictions)
@@ -255,25 +248,25 @@ class BertWorkload(Workload):
     def synthetic_data_info(self, cfg):
         return self._train_steps_info(cfg, cfg.eval_examples, "synthetic")
 
-    def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
+    def train_batches(self, cfg, data, *, local_batch_size, process_index, process_count,
                       seed):
-        train, _ = self._paths(cfg, data_dir)
+        train, _ = self._paths(cfg, data.data_dir)
         return bert_records.train_batches(
             bert_records.list_files(train), seq_len=cfg.seq_len,
             max_predictions=cfg.max_predictions, local_batch_size=local_batch_size,
             process_index=process_index, process_count=process_count, seed=seed)
 
-    def eval_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count):
-        _, eval_file = self._paths(cfg, data_dir)
-        return bert_records.eval_batches(
+    def eval_batches(self, cfg, data, *, local_batch_size, process_index, process_count):
+        _, eval_file = self._paths(cfg, data.data_dir)
+        return EvalSet(bert_records.eval_batches(
             eval_file, seq_len=cfg.seq_len, max_predictions=cfg.max_predictions,
             local_batch_size=local_batch_size, process_index=process_index,
-            process_count=process_count, max_examples=cfg.eval_examples)
+            process_count=process_count, max_examples=cfg.eval_examples))
 
     def eval_every_samples(self, cfg):
         return cfg.eval_every_samples or rules_eval_interval(cfg.global_batch_size)
 
-    def artifacts(self, cfg):
+    def artifacts(self, cfg, data):
         if cfg.dataset != "tiny_wiki":
             return {}
         from input_pipelines import tiny_wiki
@@ -282,41 +275,32 @@ class BertWorkload(Workload):
         return {"vocab.model": os.path.join(root, tiny_wiki.VOCAB)}
 
     # ----- reporting -----------------------------------------------------
-    def mllog_hparams(self, cfg, steps_per_epoch):
-        return {
-            C.OPT_NAME: C.LAMB,
-            C.OPT_BASE_LR: cfg.base_lr,
-            C.OPT_LAMB_EPSILON: cfg.lamb_epsilon,
-            C.OPT_LR_TRAINING_STEPS: cfg.lr_training_steps,
-            C.OPT_LR_WARMUP_STEPS: cfg.warmup_steps,
-            C.NUM_WARMUP_STEPS: cfg.warmup_steps,
-            C.START_WARMUP_STEP: cfg.start_warmup_step,
-            C.OPT_LAMB_BETA_1: cfg.lamb_beta_1,
-            C.OPT_LAMB_BETA_2: cfg.lamb_beta_2,
-            C.OPT_LAMB_WEIGHT_DECAY: cfg.lamb_weight_decay,
-            C.OPT_LAMB_LR_DECAY_POLY_POWER: cfg.lr_poly_power,
-            C.MAX_SEQUENCE_LENGTH: cfg.seq_len,
-            "max_predictions_per_seq": cfg.max_predictions,
-            "jaxperf_eval_every_samples": self.eval_every_samples(cfg),
-            "jaxperf_init_checkpoint": cfg.init_checkpoint or RANDOM_INIT,
-        }
+    hparams = (
+        fixed(C.OPT_NAME, C.LAMB, must_match=True),
+        Hparam(C.OPT_BASE_LR, "base_lr"),
+        Hparam(C.OPT_LAMB_EPSILON, "lamb_epsilon"),
+        Hparam(C.OPT_LR_TRAINING_STEPS, "lr_training_steps"),
+        # The reference logs its warmup under two keys; it is borrowed from one.
+        Hparam(C.OPT_LR_WARMUP_STEPS, log=lambda c, spe: c.warmup_steps),
+        Hparam(C.NUM_WARMUP_STEPS, "warmup_steps"),
+        Hparam(C.START_WARMUP_STEP, "start_warmup_step"),
+        Hparam(C.OPT_LAMB_BETA_1, "lamb_beta_1"),
+        Hparam(C.OPT_LAMB_BETA_2, "lamb_beta_2"),
+        Hparam(C.OPT_LAMB_WEIGHT_DECAY, "lamb_weight_decay"),
+        Hparam(C.OPT_LAMB_LR_DECAY_POLY_POWER, "lr_poly_power"),
+        Hparam(C.MAX_SEQUENCE_LENGTH, "seq_len"),
+        Hparam("max_predictions_per_seq", "max_predictions"),
+        Hparam("jaxperf_eval_every_samples",
+               log=lambda c, spe: c.eval_every_samples or rules_eval_interval(
+                   c.global_batch_size)),
+        Hparam("jaxperf_init_checkpoint", log=lambda c, spe: c.init_checkpoint or RANDOM_INIT),
+    )
 
     def check_closed(self, cfg):
         if cfg.init_checkpoint == RANDOM_INIT:
             raise UserError("--division=closed continues from the reference's phase-1 "
                             "checkpoint; pass --config.init_checkpoint=<dir>/model.ckpt-28252 "
                             "or use --division=open")
-
-    def config_from_hparams(self, hparams):
-        if hparams.get(C.OPT_NAME) != C.LAMB:
-            raise UserError(f"the log's optimizer is {hparams.get(C.OPT_NAME)!r}; jaxperf's "
-                            "bert borrows LAMB hyperparameters only")
-        values = {}
-        for key, field in _LOGGED_AS.items():
-            if key in hparams:
-                kind = float if isinstance(REFERENCE_HPARAMS[field], float) else int
-                values[field] = kind(hparams[key])
-        return values
 
     def flops_per_example(self, cfg):
         # Backward costs twice the forward (gradients w.r.t. activations and weights).

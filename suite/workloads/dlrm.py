@@ -9,20 +9,21 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
 from input_pipelines import criteo
+from metrics.auc import roc_auc
 from models import dlrm as dlrm_model
 from models import embedding_bag
 from suite import mesh as mesh_lib
-from suite.auc import roc_auc
-from suite.errors import UserError
+from suite import schedule as schedule_lib
+from suite.hparams import Hparam, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, TrainState, Workload
+from suite.workload import DataInfo, EvalSet, Workload
 
 SHARDINGS = ("row", "column", "replicated")
 
@@ -50,8 +51,9 @@ class DLRMWorkload(Workload):
     data_dir_help = ("the directory of the reference's preprocessed multi-hot Criteo days "
                      "(day_<d>_dense.npy, day_<d>_labels.npy, day_<d>_sparse_multi_hot.npz)")
 
-    def config(self, preset: str) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
+    runtime_fields = frozenset({"eval_batch_size", "embedding_sharding"})
+
+    def reference_config(self, c):
         c.dataset = "criteo_1tb_multihot"  # the reference's materialized day files
         c.num_days = criteo.REFERENCE_NUM_DAYS  # 0-22 train; day 23 is validation + test
         # Days 0-22 and the first half of day 23; data_info reads the truth from the files.
@@ -63,9 +65,7 @@ class DLRMWorkload(Workload):
         c.bottom_mlp = (512, 256, 128)
         c.top_mlp = (1024, 1024, 512, 256, 1)
         c.dcn_layers, c.dcn_low_rank = 3, 512
-        c.compute_dtype = "auto"
         c.embedding_sharding = "row"  # row | column | replicated, over the mesh's model axis
-        c.target_value = self.target.value
         c.global_batch_size = 65536
         c.eval_batch_size = 65536
         c.base_lr = 0.005
@@ -74,35 +74,43 @@ class DLRMWorkload(Workload):
         c.train_epochs, c.max_epochs = 1, 1
         c.epochs_per_block, c.eval_offset_epochs = 1, 1
         c.evals_per_epoch = 20
-        c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})
-        if preset == "tiny":
-            from input_pipelines import planted_clicks
 
-            tiny = planted_clicks.TINY
-            c.dataset = "planted_tiny"
-            c.num_days = tiny["num_days"]
-            c.train_examples = (tiny["num_days"] - 1) * tiny["rows_per_day"]
-            c.eval_examples = (tiny["rows_per_day"] + 1) // 2
-            c.vocab_sizes, c.hotness = tuple(tiny["vocab_sizes"]), tuple(tiny["hotness"])
-            c.embed_dim = 16
-            c.bottom_mlp, c.top_mlp = (64, 16), (64, 32, 1)
-            c.dcn_layers, c.dcn_low_rank = 2, 32
-            c.target_value = 0.81  # the planted oracle scores 0.826; one epoch reaches ~0.815
-            c.global_batch_size = 1024
-            c.eval_batch_size = 4096
-            c.base_lr = 0.05
-        elif preset != "reference":
-            raise ValueError(f"unknown preset {preset!r}")
-        return c
+    def tiny_preset(self, c):
+        from input_pipelines import planted_clicks
 
-    def logical_axis_rules(self, cfg):
+        tiny = planted_clicks.TINY
+        c.dataset = "planted_tiny"
+        c.num_days = tiny["num_days"]
+        c.train_examples = (tiny["num_days"] - 1) * tiny["rows_per_day"]
+        c.eval_examples = (tiny["rows_per_day"] + 1) // 2
+        c.vocab_sizes, c.hotness = tuple(tiny["vocab_sizes"]), tuple(tiny["hotness"])
+        c.embed_dim = 16
+        c.bottom_mlp, c.top_mlp = (64, 16), (64, 32, 1)
+        c.dcn_layers, c.dcn_low_rank = 2, 32
+        c.target_value = 0.81  # the planted oracle scores 0.826; one epoch reaches ~0.815
+        c.global_batch_size = 1024
+        c.eval_batch_size = 4096
+        c.base_lr = 0.05
+
+    def validate(self, cfg, mesh_sizes):
         sharding = cfg.embedding_sharding
         if sharding not in SHARDINGS:
             raise UserError(f"--config.embedding_sharding must be one of {', '.join(SHARDINGS)}"
                             f", got {sharding!r}")
-        if sharding == "column" and cfg.embed_dim % cfg.mesh.model:
+        if sharding == "column" and cfg.embed_dim % mesh_sizes["model"]:
             raise UserError(f"column sharding splits embed_dim={cfg.embed_dim} over "
-                            f"--config.mesh.model={cfg.mesh.model}, which does not divide it")
+                            f"--config.mesh.model={mesh_sizes['model']}, which does not divide it")
+        if (cfg.epochs_per_block, cfg.eval_offset_epochs) != (1, 1):
+            raise UserError("DLRM evaluates evals_per_epoch times inside every epoch: it needs "
+                            "--config.epochs_per_block=1 and --config.eval_offset_epochs=1")
+        super().validate(cfg, mesh_sizes)
+
+    def schedule(self, cfg, data):
+        return schedule_lib.EvalsPerEpoch(data.epoch_steps(cfg.global_batch_size),
+                                          max_epochs=cfg.max_epochs, evals=cfg.evals_per_epoch)
+
+    def logical_axis_rules(self, cfg):
+        sharding = cfg.embedding_sharding
         # Every device trains on its own examples; the model axis only splits the tables.
         rules = [("batch", ("data", "fsdp", "model"))]
         if sharding == "row":
@@ -123,49 +131,42 @@ class DLRMWorkload(Workload):
             top_mlp=tuple(cfg.top_mlp), dcn_layers=cfg.dcn_layers,
             dcn_low_rank=cfg.dcn_low_rank, dtype=dtype, row_multiple=rows)
 
-    def _model(self, cfg) -> dlrm_model.DLRM:
+    def _model(self, cfg, mesh) -> dlrm_model.DLRM:
         """The model the steps run: with row-split tables, bags pool on each shard first."""
         model_cfg = self.model_config(cfg)
         if cfg.embedding_sharding != "row" or cfg.mesh.model == 1:
             return dlrm_model.DLRM(model_cfg)
-        bag = functools.partial(embedding_bag.row_sharded_pooled, mesh=mesh_lib.current_mesh(),
+        bag = functools.partial(embedding_bag.row_sharded_pooled, mesh=mesh,
                                 row_axis="model",
                                 batch_axes=mesh_lib.batch_axes(self.logical_axis_rules(cfg)))
         return dlrm_model.DLRM(model_cfg, bag=bag)
 
-    def optimizer(self, cfg) -> optax.GradientTransformation:
+    def optimizer(self, cfg, data) -> optax.GradientTransformation:
         # The reference's Adagrad: no accumulator head start, no decay, no schedule.
         return optax.adagrad(cfg.base_lr, initial_accumulator_value=0.0, eps=cfg.adagrad_eps)
 
-    def init(self, cfg, rng):
+    def init_variables(self, cfg, rng):
         model_cfg = self.model_config(cfg)
         dense = jnp.zeros((1, model_cfg.num_dense), jnp.float32)
         sparse = jnp.zeros((1, model_cfg.sparse_width), jnp.int32)
-        params = dlrm_model.DLRM(model_cfg).init(rng, dense, sparse)["params"]
-        return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer(cfg).init(params))
+        return dlrm_model.DLRM(model_cfg).init(rng, dense, sparse)["params"], {}
 
-    def train_step(self, cfg, state, batch, rng):
+    def loss(self, cfg, params, model_state, batch, rng, *, mesh):
         del rng  # no dropout
-        model = self._model(cfg)
+        logits = self._model(cfg, mesh).apply({"params": params}, batch["dense"],
+                                              batch["sparse"])
+        loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+        return loss, ({}, model_state)
 
-        def loss_fn(params):
-            logits = model.apply({"params": params}, batch["dense"], batch["sparse"])
-            return optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = self.optimizer(cfg).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state), {"loss": loss}
-
-    def eval_step(self, cfg, state, batch):
-        model = self._model(cfg)
-        logits = model.apply({"params": state.params}, batch["dense"], batch["sparse"])
+    def eval_step(self, cfg, params, model_state, batch, *, mesh):
+        logits = self._model(cfg, mesh).apply({"params": params}, batch["dense"],
+                                              batch["sparse"])
         # Logits, not probabilities: AUC only ranks, and float32 sigmoids of confident
         # examples would tie at 0 or 1 where the logits still differ.
         return {"logit": logits.astype(jnp.float32), "label": batch["label"],
                 "mask": batch["mask"]}
 
-    def finalize_eval(self, cfg, outputs):
+    def finalize_eval(self, cfg, outputs, context):
         logits = np.concatenate([o["logit"] for o in outputs])
         labels = np.concatenate([o["label"] for o in outputs])
         real = np.concatenate([o["mask"] for o in outputs]) > 0
@@ -202,16 +203,18 @@ class DLRMWorkload(Workload):
         return DataInfo(train_examples=train, eval_examples=logs.split_rows("val"),
                         source=f"{cfg.dataset} from {logs.data_dir}", steps_per_epoch=steps)
 
-    def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
+    def train_batches(self, cfg, data, *, local_batch_size, process_index, process_count,
                       seed):
-        return criteo.train_batches(self._logs(cfg, data_dir), local_batch_size=local_batch_size,
+        return criteo.train_batches(self._logs(cfg, data.data_dir),
+                                    local_batch_size=local_batch_size,
                                     process_index=process_index, process_count=process_count,
                                     seed=seed)
 
-    def eval_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count):
-        return criteo.eval_batches(self._logs(cfg, data_dir), "val",
-                                   local_batch_size=local_batch_size,
-                                   process_index=process_index, process_count=process_count)
+    def eval_batches(self, cfg, data, *, local_batch_size, process_index, process_count):
+        return EvalSet(criteo.eval_batches(self._logs(cfg, data.data_dir), "val",
+                                           local_batch_size=local_batch_size,
+                                           process_index=process_index,
+                                           process_count=process_count))
 
     def synthetic_high(self, cfg):
         # Ids spread over whole tables: lookups that all hit rows 0 and 1 would stay in
@@ -219,30 +222,18 @@ class DLRMWorkload(Workload):
         return {"sparse": np.repeat(np.asarray(cfg.vocab_sizes), np.asarray(cfg.hotness))}
 
     # ----- reporting -----------------------------------------------------
-    def mllog_hparams(self, cfg, steps_per_epoch):
-        return {
-            C.OPT_NAME: C.ADAGRAD,
-            C.OPT_BASE_LR: cfg.base_lr,
-            C.OPT_ADAGRAD_LR_DECAY: 0,
-            C.OPT_WEIGHT_DECAY: 0,
-            C.OPT_ADAGRAD_INITIAL_ACCUMULATOR_VALUE: 0,
-            C.OPT_ADAGRAD_EPSILON: cfg.adagrad_eps,
-            C.OPT_LR_WARMUP_STEPS: 0,
-            C.OPT_LR_DECAY_START_STEP: 0,
-            C.OPT_LR_DECAY_STEPS: 0,
-            "jaxperf_embedding_sharding": cfg.embedding_sharding,
-        }
-
-    def config_from_hparams(self, hparams):
-        if hparams.get(C.OPT_NAME) != C.ADAGRAD:
-            raise UserError(f"the log's optimizer is {hparams.get(C.OPT_NAME)!r}; jaxperf's "
-                            "dlrm_dcnv2 borrows Adagrad hyperparameters only")
-        values = {}
-        if C.GLOBAL_BATCH_SIZE in hparams:
-            values["global_batch_size"] = int(hparams[C.GLOBAL_BATCH_SIZE])
-        if C.OPT_BASE_LR in hparams:
-            values["base_lr"] = float(hparams[C.OPT_BASE_LR])
-        return values
+    hparams = (
+        fixed(C.OPT_NAME, C.ADAGRAD, must_match=True),
+        Hparam(C.OPT_BASE_LR, "base_lr"),
+        fixed(C.OPT_ADAGRAD_LR_DECAY, 0),
+        fixed(C.OPT_WEIGHT_DECAY, 0),
+        fixed(C.OPT_ADAGRAD_INITIAL_ACCUMULATOR_VALUE, 0),
+        Hparam(C.OPT_ADAGRAD_EPSILON, "adagrad_eps"),
+        fixed(C.OPT_LR_WARMUP_STEPS, 0),
+        fixed(C.OPT_LR_DECAY_START_STEP, 0),
+        fixed(C.OPT_LR_DECAY_STEPS, 0),
+        Hparam("jaxperf_embedding_sharding", "embedding_sharding"),
+    )
 
     def flops_per_example(self, cfg):
         # Backward costs twice the forward (gradients w.r.t. activations and weights).

@@ -2,21 +2,18 @@
 
 import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import linen as nn
-from flax import struct
 from mlperf_logging.mllog import constants as C
 
 from models import resnet as resnet_models
-from suite.errors import UserError
+from suite.hparams import Hparam, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, Workload, sum_outputs
+from suite.workload import DataInfo, EvalSet, Workload, sum_outputs
 
 IMAGENET_TRAIN, IMAGENET_EVAL = 1_281_167, 50_000
 
@@ -34,12 +31,17 @@ def _open_dataset(dataset: str, data_dir: str | None):
     return image_classification.open_builder(dataset, data_dir)
 
 
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
+def _warmup(cfg, steps_per_epoch: int) -> int:
+    return int(round(cfg.warmup_epochs * steps_per_epoch))
+
+
+def _train_epochs_from_decay_steps(decay_steps, logged: dict) -> dict:
+    samples, batch = logged.get(C.TRAIN_SAMPLES), logged.get(C.GLOBAL_BATCH_SIZE)
+    if not (decay_steps and samples and batch):
+        return {}
+    steps_per_epoch = math.ceil(samples / batch)
+    warmup = float(logged.get(C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS, 0.0))
+    return {"train_epochs": round(decay_steps / steps_per_epoch + warmup)}
 
 
 class ResNetWorkload(Workload):
@@ -51,8 +53,7 @@ class ResNetWorkload(Workload):
     closed_tunable = frozenset({"global_batch_size", "base_lr", "warmup_epochs", "train_epochs",
                                 "momentum", "weight_decay", "eval_offset_epochs"})
 
-    def config(self, preset: str) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
+    def reference_config(self, c):
         c.model = "resnet50"
         c.num_classes = 1000
         c.dataset = "imagenet2012"
@@ -61,8 +62,6 @@ class ResNetWorkload(Workload):
         c.image_size = 224
         c.min_crop_area = 0.08
         c.random_flip = True
-        c.compute_dtype = "auto"  # bfloat16 on accelerators, float32 on CPU
-        c.target_value = self.target.value
         # The reference closed-division hyperparameters (batch 3,264, LARS).
         c.global_batch_size = 3264
         c.train_epochs = 41  # LR schedule length; the run stops at the target
@@ -78,28 +77,25 @@ class ResNetWorkload(Workload):
         c.weight_decay = 5e-5
         c.lars_epsilon = 0.0
         c.lars_trust_coefficient = 0.001
-        c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})
-        if preset == "tiny":
-            # Small ResNet on scikit-learn's real handwritten digits, 32x32.
-            c.model = "resnet_tiny"
-            c.num_classes = 10
-            c.dataset = "jaxperf_digits"
-            c.train_examples, c.eval_examples = 1500, 297
-            c.image_size = 16  # stored at 32x32; 16 keeps each CPU epoch near a second
-            c.min_crop_area = 0.6
-            c.random_flip = False  # a mirrored 2 is not a 2
-            c.target_value = 0.95
-            c.global_batch_size = 128  # divides over 1, 2, 4 or 8 devices
-            c.train_epochs = 14
-            c.max_epochs = 14
-            c.epochs_per_block = 1
-            c.eval_offset_epochs = 1
-            c.base_lr = 2.0
-            c.warmup_epochs = 1.0
-            c.weight_decay = 1e-4
-        elif preset != "reference":
-            raise ValueError(f"unknown preset {preset!r}")
-        return c
+
+    def tiny_preset(self, c):
+        # Small ResNet on scikit-learn's real handwritten digits, 32x32.
+        c.model = "resnet_tiny"
+        c.num_classes = 10
+        c.dataset = "jaxperf_digits"
+        c.train_examples, c.eval_examples = 1500, 297
+        c.image_size = 16  # stored at 32x32; 16 keeps each CPU epoch near a second
+        c.min_crop_area = 0.6
+        c.random_flip = False  # a mirrored 2 is not a 2
+        c.target_value = 0.95
+        c.global_batch_size = 128  # divides over 1, 2, 4 or 8 devices
+        c.train_epochs = 14
+        c.max_epochs = 14
+        c.epochs_per_block = 1
+        c.eval_offset_epochs = 1
+        c.base_lr = 2.0
+        c.warmup_epochs = 1.0
+        c.weight_decay = 1e-4
 
     # ----- model ---------------------------------------------------------
     def _model(self, cfg) -> nn.Module:
@@ -107,11 +103,8 @@ class ResNetWorkload(Workload):
         make = {"resnet50": resnet_models.ResNet50, "resnet_tiny": resnet_models.ResNetTiny}
         return make[cfg.model](num_classes=cfg.num_classes, dtype=dtype)
 
-    def _steps_per_epoch(self, cfg) -> int:
-        return math.ceil(cfg.train_examples / cfg.global_batch_size)
-
     def learning_rate(self, cfg, steps_per_epoch: int) -> optax.Schedule:
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        warmup = _warmup(cfg, steps_per_epoch)
         decay = cfg.train_epochs * steps_per_epoch - warmup
         return optax.join_schedules(
             [
@@ -121,7 +114,7 @@ class ResNetWorkload(Workload):
             [warmup],
         )
 
-    def optimizer(self, cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+    def optimizer(self, cfg, data) -> optax.GradientTransformation:
         # MLPerf's LARS leaves batch-norm parameters and biases out of both the
         # weight decay and the layer-wise trust ratio: only kernels get them.
         def kernels_only(params):
@@ -130,7 +123,7 @@ class ResNetWorkload(Workload):
             )
 
         return optax.lars(
-            self.learning_rate(cfg, steps_per_epoch),
+            self.learning_rate(cfg, data.epoch_steps(cfg.global_batch_size)),
             weight_decay=cfg.weight_decay,
             weight_decay_mask=kernels_only,
             trust_coefficient=cfg.lars_trust_coefficient,
@@ -139,57 +132,32 @@ class ResNetWorkload(Workload):
             momentum=cfg.momentum,
         )
 
-    def init(self, cfg, rng):
+    def init_variables(self, cfg, rng):
         image = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
         variables = self._model(cfg).init(rng, image, train=False)
-        params = variables["params"]
-        tx = self.optimizer(cfg, self._steps_per_epoch(cfg))
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            batch_stats=variables["batch_stats"],
-            opt_state=tx.init(params),
-        )
+        return variables["params"], {"batch_stats": variables["batch_stats"]}
 
-    def train_step(self, cfg, state, batch, rng):
-        del rng  # augmentation happens in the input pipeline
-        model = self._model(cfg)
-        tx = self.optimizer(cfg, self._steps_per_epoch(cfg))
-
-        def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                batch["image"],
-                train=True,
-                mutable=["batch_stats"],
-            )
-            labels = optax.smooth_labels(
-                jax.nn.one_hot(batch["label"], cfg.num_classes), cfg.label_smoothing
-            )
-            loss = optax.softmax_cross_entropy(logits, labels).mean()
-            return loss, (logits, updates["batch_stats"])
-
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+    def loss(self, cfg, params, model_state, batch, rng, *, mesh):
+        del rng, mesh  # augmentation happens in the input pipeline
+        logits, updates = self._model(cfg).apply(
+            {"params": params, **model_state}, batch["image"], train=True,
+            mutable=["batch_stats"])
+        labels = optax.smooth_labels(
+            jax.nn.one_hot(batch["label"], cfg.num_classes), cfg.label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, labels).mean()
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
-        return new_state, {"loss": loss, "train_top1": accuracy}
+        return loss, ({"train_top1": accuracy}, {"batch_stats": updates["batch_stats"]})
 
-    def eval_step(self, cfg, state, batch):
-        logits = self._model(cfg).apply(
-            {"params": state.params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=False,
-        )
+    def eval_step(self, cfg, params, model_state, batch, *, mesh):
+        logits = self._model(cfg).apply({"params": params, **model_state}, batch["image"],
+                                        train=False)
         correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
         return {"correct": correct.sum(), "count": batch["mask"].sum()}
 
-    def finalize_eval(self, cfg, outputs):
+    def finalize_eval(self, cfg, outputs, context):
         sums = sum_outputs(outputs)
-        return {"top1": float(sums["correct"]) / max(float(sums["count"]), 1.0)}
+        return {"top1": float(sums["correct"]) / max(float(sums["count"]), 1.0),
+                "eval_examples": int(sums["count"])}
 
     # ----- data ----------------------------------------------------------
     def batch_spec(self, cfg, split, batch_size):
@@ -212,12 +180,12 @@ class ResNetWorkload(Workload):
             source=f"{cfg.dataset} from {builder.data_dir}",
         )
 
-    def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
+    def train_batches(self, cfg, data, *, local_batch_size, process_index, process_count,
                       seed):
         from input_pipelines import image_classification
 
         return image_classification.train_batches(
-            self._builder(cfg, data_dir),
+            self._builder(cfg, data.data_dir),
             split=cfg.train_split,
             local_batch_size=local_batch_size,
             image_size=cfg.image_size,
@@ -228,59 +196,33 @@ class ResNetWorkload(Workload):
             random_flip=cfg.random_flip,
         )
 
-    def eval_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count):
+    def eval_batches(self, cfg, data, *, local_batch_size, process_index, process_count):
         from input_pipelines import image_classification
 
-        return image_classification.eval_batches(
-            self._builder(cfg, data_dir),
+        return EvalSet(image_classification.eval_batches(
+            self._builder(cfg, data.data_dir),
             split=cfg.eval_split,
             local_batch_size=local_batch_size,
             image_size=cfg.image_size,
             process_index=process_index,
             process_count=process_count,
-        )
+        ))
 
     # ----- reporting -----------------------------------------------------
-    def mllog_hparams(self, cfg, steps_per_epoch):
-        warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-        return {
-            C.OPT_NAME: C.LARS,
-            C.LARS_OPT_BASE_LEARNING_RATE: cfg.base_lr,
-            C.LARS_OPT_END_LR: cfg.end_lr,
-            C.LARS_OPT_LR_DECAY_POLY_POWER: int(cfg.lr_decay_power),
-            C.LARS_OPT_LR_DECAY_STEPS: cfg.train_epochs * steps_per_epoch - warmup_steps,
-            C.LARS_EPSILON: cfg.lars_epsilon,
-            C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: cfg.warmup_epochs,
-            C.LARS_OPT_MOMENTUM: cfg.momentum,
-            C.LARS_OPT_WEIGHT_DECAY: cfg.weight_decay,
-            C.MODEL_BN_SPAN: cfg.global_batch_size,
-        }
-
-    def config_from_hparams(self, hparams):
-        if hparams.get(C.OPT_NAME) != C.LARS:
-            raise UserError(
-                f"the log's optimizer is {hparams.get(C.OPT_NAME)!r}; jaxperf's resnet borrows "
-                "LARS hyperparameters only"
-            )
-        direct = {
-            C.GLOBAL_BATCH_SIZE: "global_batch_size",
-            C.LARS_OPT_BASE_LEARNING_RATE: "base_lr",
-            C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: "warmup_epochs",
-            C.LARS_OPT_MOMENTUM: "momentum",
-            C.LARS_OPT_WEIGHT_DECAY: "weight_decay",
-        }
-        values = {field: hparams[key] for key, field in direct.items() if key in hparams}
-        decay = hparams.get(C.LARS_OPT_LR_DECAY_STEPS)
-        samples, batch = hparams.get(C.TRAIN_SAMPLES), hparams.get(C.GLOBAL_BATCH_SIZE)
-        if decay and samples and batch:
-            # The schedule length is logged in steps; ours is in epochs of this batch size.
-            steps_per_epoch = math.ceil(samples / batch)
-            values["train_epochs"] = round(
-                decay / steps_per_epoch + values.get("warmup_epochs", 0.0))
-        for field in ("base_lr", "warmup_epochs", "momentum", "weight_decay"):
-            if field in values:
-                values[field] = float(values[field])
-        return values
+    hparams = (
+        fixed(C.OPT_NAME, C.LARS, must_match=True),
+        Hparam(C.LARS_OPT_BASE_LEARNING_RATE, "base_lr"),
+        Hparam(C.LARS_OPT_END_LR, "end_lr"),
+        Hparam(C.LARS_OPT_LR_DECAY_POLY_POWER, log=lambda c, spe: int(c.lr_decay_power)),
+        # The schedule length is logged in steps; ours is in epochs of this batch size.
+        Hparam(C.LARS_OPT_LR_DECAY_STEPS, borrow=_train_epochs_from_decay_steps,
+               log=lambda c, spe: c.train_epochs * spe - _warmup(c, spe)),
+        Hparam(C.LARS_EPSILON, "lars_epsilon"),
+        Hparam(C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS, "warmup_epochs"),
+        Hparam(C.LARS_OPT_MOMENTUM, "momentum"),
+        Hparam(C.LARS_OPT_WEIGHT_DECAY, "weight_decay"),
+        Hparam(C.MODEL_BN_SPAN, log=lambda c, spe: c.global_batch_size),
+    )
 
     def flops_per_example(self, cfg):
         shape = {

@@ -1,22 +1,24 @@
 """MLPerf translation: Transformer-big on WMT English->German to BLEU 25.0 (newstest2014)."""
 
+import dataclasses
 import functools
 import hashlib
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
+from metrics import bleu
 from models import transformer as transformer_model
-from suite import bleu
-from suite.errors import UserError
+from suite.hparams import Hparam, Logged, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
-from suite.workload import DataInfo, Logged, TrainState, Workload, sum_outputs
+from suite.workload import DataInfo, EvalSet, Workload, sum_outputs
 
 NEWSTEST2014_SENTENCES = 3003
 WMT17_TRAIN_PAIRS = 5_906_184  # tfds wmt17_translate/de-en train; data_info reads the truth
@@ -30,6 +32,28 @@ def _open_dataset(dataset: str, data_dir: str | None):
     return translation.open_builder(dataset, data_dir or cache_dir("tfds"))
 
 
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The eval split's reference sentences (by example index) and the vocabulary that
+    turns decoded ids back into text: what BLEU is scored against."""
+
+    sentences: tuple[str, ...]
+    vocab: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenIdReferences:
+    """Synthetic eval batches carry no text: BLEU of the decoded ids against the target
+    ids, as space-separated "words" (throughput runs only; never a result)."""
+
+
+@functools.lru_cache(maxsize=4)
+def _references(dataset: str, split: str, data_dir: str | None) -> list[str]:
+    from input_pipelines import translation
+
+    return translation.references(_open_dataset(dataset, data_dir), split)
+
+
 class TransformerWorkload(Workload):
     name = "transformer"
     benchmark = C.TRANSFORMER
@@ -39,11 +63,9 @@ class TransformerWorkload(Workload):
     closed_tunable = frozenset({"global_batch_size", "base_lr", "warmup_steps", "adam_b1",
                                 "adam_b2"})
 
-    def __init__(self):
-        self._references: dict[tuple, list[str]] = {}
+    runtime_fields = frozenset({"eval_batch_size", "vocab_path"})
 
-    def config(self, preset: str) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
+    def reference_config(self, c):
         c.train_dataset, c.train_split = "wmt17_translate/de-en", "train"
         c.eval_dataset, c.eval_split = "wmt14_translate/de-en", "test"  # newstest2014
         c.train_examples, c.eval_examples = WMT17_TRAIN_PAIRS, NEWSTEST2014_SENTENCES
@@ -56,8 +78,6 @@ class TransformerWorkload(Workload):
         c.dropout_rate, c.attention_dropout_rate = 0.1, 0.1
         c.max_length = 256  # tokens per packed training row (MLPerf max_sequence_length)
         c.eval_max_length = 256  # longer eval inputs are truncated (newstest2014 has none)
-        c.compute_dtype = "auto"
-        c.target_value = self.target.value
         # Adam with linear warmup then inverse-square-root decay; label smoothing 0.1.
         c.global_batch_size = 512  # packed rows of max_length tokens
         c.base_lr = 0.002  # the peak, reached at the end of warmup
@@ -74,29 +94,26 @@ class TransformerWorkload(Workload):
         c.beam_size = 4
         c.length_penalty = 0.6
         c.decode_extra_length = 50
-        c.mesh = ml_collections.ConfigDict({"fsdp": 1, "model": 1})
-        if preset == "tiny":
-            # A small Transformer on the built-in numbers-and-dates corpus (num2words).
-            c.train_dataset, c.train_split = "jaxperf_numbers_translate", "train"
-            c.eval_dataset, c.eval_split = "jaxperf_numbers_translate", "test"
-            c.train_examples, c.eval_examples = 20_000, 500
-            c.vocab_size = 512
-            c.vocab_sentences = 100_000
-            c.emb_dim, c.num_heads, c.mlp_dim = 128, 4, 512
-            c.enc_layers, c.dec_layers = 2, 2
-            c.dropout_rate, c.attention_dropout_rate = 0.0, 0.0
-            c.max_length = 64
-            c.eval_max_length = 48
-            c.decode_extra_length = 16
-            c.target_value = 0.9
-            c.global_batch_size = 64
-            c.base_lr = 0.003
-            c.warmup_steps = 100
-            c.train_epochs = c.max_epochs = 8
-            c.eval_batch_size = 128
-        elif preset != "reference":
-            raise ValueError(f"unknown preset {preset!r}")
-        return c
+
+    def tiny_preset(self, c):
+        # A small Transformer on the built-in numbers-and-dates corpus (num2words).
+        c.train_dataset, c.train_split = "jaxperf_numbers_translate", "train"
+        c.eval_dataset, c.eval_split = "jaxperf_numbers_translate", "test"
+        c.train_examples, c.eval_examples = 20_000, 500
+        c.vocab_size = 512
+        c.vocab_sentences = 100_000
+        c.emb_dim, c.num_heads, c.mlp_dim = 128, 4, 512
+        c.enc_layers, c.dec_layers = 2, 2
+        c.dropout_rate, c.attention_dropout_rate = 0.0, 0.0
+        c.max_length = 64
+        c.eval_max_length = 48
+        c.decode_extra_length = 16
+        c.target_value = 0.9
+        c.global_batch_size = 64
+        c.base_lr = 0.003
+        c.warmup_steps = 100
+        c.train_epochs = c.max_epochs = 8
+        c.eval_batch_size = 128
 
     def logical_axis_rules(self, cfg):
         # Tensor parallelism: heads and the feed-forward hidden are split over the model
@@ -126,14 +143,13 @@ class TransformerWorkload(Workload):
 
         return schedule
 
-    def optimizer(self, cfg) -> optax.GradientTransformation:
+    def optimizer(self, cfg, data) -> optax.GradientTransformation:
         return optax.adam(self.learning_rate(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
                           eps=cfg.adam_eps)
 
-    def init(self, cfg, rng):
+    def init_variables(self, cfg, rng):
         row = jnp.zeros((1, cfg.max_length), jnp.int32)
-        params = self._model(cfg).init(rng, row, row, train=False)["params"]
-        return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer(cfg).init(params))
+        return self._model(cfg).init(rng, row, row, train=False)["params"], {}
 
     def _loss_sums(self, cfg, logits, targets, weights):
         """Label-smoothed cross entropy summed over real target tokens, and their count.
@@ -149,56 +165,46 @@ class TransformerWorkload(Workload):
         correct = (jnp.argmax(logits, -1) == targets) * weights
         return loss.sum(), (nll * weights).sum(), correct.sum(), weights.sum()
 
-    def train_step(self, cfg, state, batch, rng):
-        model = self._model(cfg)
+    def loss(self, cfg, params, model_state, batch, rng, *, mesh):
         weights = (batch["targets_segmentation"] > 0).astype(jnp.float32)
+        logits = self._model(cfg).apply(
+            {"params": params}, batch["inputs"], batch["targets"],
+            inputs_positions=batch["inputs_position"],
+            targets_positions=batch["targets_position"],
+            inputs_segmentation=batch["inputs_segmentation"],
+            targets_segmentation=batch["targets_segmentation"],
+            train=True, rngs={"dropout": rng})
+        loss, nll, correct, count = self._loss_sums(cfg, logits, batch["targets"], weights)
+        count = jnp.maximum(count, 1.0)
+        return loss / count, ({"train_nll": nll / count,
+                               "train_token_accuracy": correct / count}, model_state)
 
-        def loss_fn(params):
-            logits = model.apply(
-                {"params": params}, batch["inputs"], batch["targets"],
-                inputs_positions=batch["inputs_position"],
-                targets_positions=batch["targets_position"],
-                inputs_segmentation=batch["inputs_segmentation"],
-                targets_segmentation=batch["targets_segmentation"],
-                train=True, rngs={"dropout": rng})
-            loss, nll, correct, count = self._loss_sums(cfg, logits, batch["targets"], weights)
-            count = jnp.maximum(count, 1.0)
-            return loss / count, (nll / count, correct / count)
-
-        (loss, (nll, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        tx = self.optimizer(cfg)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(state.step + 1, params, opt_state)
-        return new_state, {"loss": loss, "train_nll": nll, "train_token_accuracy": acc}
-
-    def eval_step(self, cfg, state, batch):
+    def eval_step(self, cfg, params, model_state, batch, *, mesh):
         inputs, targets = batch["inputs"], batch["targets"]
-        logits = self._model(cfg).apply({"params": state.params}, inputs, targets, train=False)
+        logits = self._model(cfg).apply({"params": params}, inputs, targets, train=False)
         weights = (targets > 0).astype(jnp.float32) * batch["mask"][:, None]
         _, nll, _, count = self._loss_sums(cfg, logits, targets, weights)
         tokens = transformer_model.translate(
-            self._model(cfg, decode=True), state.params, inputs, beam_size=cfg.beam_size,
+            self._model(cfg, decode=True), params, inputs, beam_size=cfg.beam_size,
             alpha=cfg.length_penalty,
             max_decode_len=cfg.eval_max_length + cfg.decode_extra_length,
             extra_length=cfg.decode_extra_length)
         return {"tokens": tokens, "targets": targets, "index": batch["index"],
                 "mask": batch["mask"], "nll": nll, "tokens_count": count}
 
-    def finalize_eval(self, cfg, outputs):
+    def finalize_eval(self, cfg, outputs, context):
         sums = sum_outputs([{k: o[k] for k in ("nll", "tokens_count")} for o in outputs])
         keep = np.concatenate([o["mask"] for o in outputs]) > 0
         tokens = np.concatenate([o["tokens"] for o in outputs])[keep]
         index = np.concatenate([o["index"] for o in outputs])[keep]
-        references = self._references.get(self._eval_key(cfg))
-        if references is None:
-            # Synthetic data has no text: score the token ids against the target ids.
+        if isinstance(context, References):
+            hyps = [context.vocab.decode(row) for row in tokens]
+            refs = [context.sentences[i] for i in index]
+        elif isinstance(context, TokenIdReferences):
             targets = np.concatenate([o["targets"] for o in outputs])[keep]
             hyps, refs = bleu.ids_as_words(tokens), bleu.ids_as_words(targets)
         else:
-            vocab = self._vocab(cfg)
-            hyps = [vocab.decode(row) for row in tokens]
-            refs = [references[i] for i in index]
+            raise TypeError(f"the Transformer's eval scores against References, got {context!r}")
         return {"bleu": bleu.corpus_bleu(hyps, refs),
                 "eval_nll": sums["nll"] / max(sums["tokens_count"], 1.0)}
 
@@ -223,12 +229,6 @@ class TransformerWorkload(Workload):
         translation.require_split(train, cfg.train_split)
         translation.require_split(evaluation, cfg.eval_split)
         return train, evaluation
-
-    def _eval_key(self, cfg) -> tuple:
-        return (cfg.eval_dataset, cfg.eval_split)
-
-    def _vocab(self, cfg):
-        return _load_vocab(cfg.vocab_path)
 
     def _vocab_path(self, cfg, data_dir, train_builder) -> str:
         """The given vocabulary, or one built once from this training data and cached."""
@@ -255,13 +255,13 @@ class TransformerWorkload(Workload):
         from input_pipelines import translation
 
         train, evaluation = self._builders(cfg, data_dir)
-        # The resolved vocabulary is part of the run: recorded in its config, copied into
-        # its workdir (artifacts), reused by every later step of this process.
-        cfg.vocab_path = self._vocab_path(cfg, data_dir, train)
-        vocab = self._vocab(cfg)
+        # The resolved vocabulary is part of the run: a fact of its data (recorded in its
+        # config.json), copied into its workdir (artifacts), read by its pipelines.
+        vocab_path = self._vocab_path(cfg, data_dir, train)
+        vocab = _load_vocab(vocab_path)
         if vocab.size != cfg.vocab_size:
             raise UserError(
-                f"vocabulary {cfg.vocab_path} has {vocab.size} pieces but "
+                f"vocabulary {vocab_path} has {vocab.size} pieces but "
                 f"--config.vocab_size={cfg.vocab_size}; pass the matching size")
         rows = translation.packed_rows_per_epoch(train, cfg.train_split, vocab, cfg.max_length)
         return DataInfo(
@@ -269,60 +269,53 @@ class TransformerWorkload(Workload):
             eval_examples=translation.require_split(evaluation, cfg.eval_split),
             source=f"{cfg.train_dataset}:{cfg.train_split} -> {cfg.eval_dataset}:"
                    f"{cfg.eval_split} from {train.data_dir}",
-            steps_per_epoch=max(1, -(-rows // cfg.global_batch_size)))
+            steps_per_epoch=max(1, -(-rows // cfg.global_batch_size)),
+            facts={"vocab_path": vocab_path})
 
-    def artifacts(self, cfg):
-        return {"vocab.model": cfg.vocab_path} if cfg.vocab_path else {}
+    def artifacts(self, cfg, data):
+        return {"vocab.model": data.facts["vocab_path"]}
 
-    def train_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count,
+    def train_batches(self, cfg, data, *, local_batch_size, process_index, process_count,
                       seed):
         from input_pipelines import translation
 
-        train, _ = self._builders(cfg, data_dir)
+        train, _ = self._builders(cfg, data.data_dir)
         return translation.train_batches(
-            train, cfg.train_split, self._vocab(cfg), local_batch_size=local_batch_size,
+            train, cfg.train_split, _load_vocab(data.facts["vocab_path"]),
+            local_batch_size=local_batch_size,
             max_length=cfg.max_length, process_index=process_index,
             process_count=process_count, seed=seed)
 
-    def eval_batches(self, cfg, data_dir, *, local_batch_size, process_index, process_count):
+    def eval_batches(self, cfg, data, *, local_batch_size, process_index, process_count):
         from input_pipelines import translation
 
-        _, evaluation = self._builders(cfg, data_dir)
-        self._references[self._eval_key(cfg)] = translation.references(
-            evaluation, cfg.eval_split)
-        return translation.eval_batches(
-            evaluation, cfg.eval_split, self._vocab(cfg), local_batch_size=local_batch_size,
+        _, evaluation = self._builders(cfg, data.data_dir)
+        vocab = _load_vocab(data.facts["vocab_path"])
+        batches = translation.eval_batches(
+            evaluation, cfg.eval_split, vocab, local_batch_size=local_batch_size,
             max_length=cfg.eval_max_length, process_index=process_index,
             process_count=process_count)
+        sentences = _references(cfg.eval_dataset, cfg.eval_split, data.data_dir or None)
+        return EvalSet(batches, References(tuple(sentences), vocab))
+
+    def synthetic_eval_context(self, cfg):
+        return TokenIdReferences()
 
     # ----- reporting -----------------------------------------------------
-    def mllog_hparams(self, cfg, steps_per_epoch):
-        return {
-            C.OPT_NAME: C.ADAM,
-            C.OPT_BASE_LR: cfg.base_lr,
-            C.OPT_LR_WARMUP_STEPS: cfg.warmup_steps,
-            C.OPT_ADAM_BETA_1: cfg.adam_b1,
-            C.OPT_ADAM_BETA_2: cfg.adam_b2,
-            C.OPT_ADAM_EPSILON: cfg.adam_eps,
-            # Longer training pairs are dropped, not cut (input_pipelines.translation.pack).
-            C.MAX_SEQUENCE_LENGTH: Logged(cfg.max_length, {"method": "discard"}),
-            "jaxperf_label_smoothing": cfg.label_smoothing,
-            "jaxperf_beam_search": Logged(cfg.beam_size, {
-                "length_penalty": cfg.length_penalty, "extra_length": cfg.decode_extra_length}),
-        }
-
-    def config_from_hparams(self, hparams):
-        if hparams.get(C.OPT_NAME) != C.ADAM:
-            raise UserError(f"the log's optimizer is {hparams.get(C.OPT_NAME)!r}; jaxperf's "
-                            "transformer borrows Adam hyperparameters only")
-        keys = {C.GLOBAL_BATCH_SIZE: "global_batch_size", C.OPT_BASE_LR: "base_lr",
-                C.OPT_LR_WARMUP_STEPS: "warmup_steps", C.OPT_ADAM_BETA_1: "adam_b1",
-                C.OPT_ADAM_BETA_2: "adam_b2"}
-        values = {field: hparams[key] for key, field in keys.items() if key in hparams}
-        for field in ("base_lr", "adam_b1", "adam_b2"):
-            if field in values:
-                values[field] = float(values[field])
-        return values
+    hparams = (
+        fixed(C.OPT_NAME, C.ADAM, must_match=True),
+        Hparam(C.OPT_BASE_LR, "base_lr"),
+        Hparam(C.OPT_LR_WARMUP_STEPS, "warmup_steps"),
+        Hparam(C.OPT_ADAM_BETA_1, "adam_b1"),
+        Hparam(C.OPT_ADAM_BETA_2, "adam_b2"),
+        Hparam(C.OPT_ADAM_EPSILON, "adam_eps"),
+        # Longer training pairs are dropped, not cut (input_pipelines.translation.pack).
+        Hparam(C.MAX_SEQUENCE_LENGTH,
+               log=lambda c, spe: Logged(c.max_length, {"method": "discard"})),
+        Hparam("jaxperf_label_smoothing", "label_smoothing"),
+        Hparam("jaxperf_beam_search", log=lambda c, spe: Logged(c.beam_size, {
+            "length_penalty": c.length_penalty, "extra_length": c.decode_extra_length})),
+    )
 
     def flops_per_example(self, cfg):
         # One packed row: max_length source and max_length target tokens. Backward = 2x.

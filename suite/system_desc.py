@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from importlib import metadata
 
-from suite.errors import UserError
+from common.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Log submission_status -> system "status": from 4.0.0 on the system_desc checker accepts

@@ -1,0 +1,1 @@
+"""Bottom-layer pieces every package may import: they import nothing of jaxperf."""

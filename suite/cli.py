@@ -1,0 +1,69 @@
+"""A run's config from the command line, one parser for suite.main and every tool.
+
+Two passes: --workload, --preset and --data_dir pick the workload and its preset; then the
+--config.* flags, typed by that preset's fields, override them. Bad input ends in one line
+on stderr and exit code 2.
+"""
+
+import sys
+from collections.abc import Callable
+
+from absl import flags
+
+from common.errors import UserError
+from flags import config_flags as F
+from suite import registry
+
+FLAGS = flags.FLAGS
+_CONFIG: flags.FlagHolder | None = None
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def preset_name() -> str:
+    return F.PRESET.value or ("reference" if F.DATA_DIR.value else "tiny")
+
+
+def parser(check: Callable | None = None) -> Callable[[list[str]], list[str]]:
+    """An absl flags_parser; check(workload, preset) runs between the passes (suite.main
+    checks its run options there, before any --config.* is read)."""
+
+    def parse(argv: list[str]) -> list[str]:
+        global _CONFIG
+        default = None
+        try:
+            FLAGS(argv, known_only=True)
+            workload = registry.get(F.WORKLOAD.value)
+            default = workload.config(preset_name())
+            if check is not None:
+                check(workload, preset_name())
+            _CONFIG = F.define_config(default)
+            return FLAGS(argv)
+        except UserError as e:
+            fail(str(e))
+        except flags.Error as e:
+            fail(f"{e}; see --help")
+        except (AttributeError, KeyError) as e:
+            # ml_collections reports an override of a field the config lacks this way.
+            field = str(e).strip("'\"")
+            known = ", ".join(sorted(default.keys())) if default is not None else "?"
+            fail(f"unknown config field {field!r} in a --config.* flag; fields: {known}")
+
+    return parse
+
+
+def workload():
+    return registry.get(F.WORKLOAD.value)
+
+
+def config():
+    """The preset with every --config.* override applied (after parsing)."""
+    return _CONFIG.value
+
+
+def explicit_fields() -> set[str]:
+    """Config fields the command line set itself (they win over borrowed hparams)."""
+    return {a.split("=", 1)[0][len("--config."):] for a in sys.argv if a.startswith("--config.")}

@@ -1,0 +1,179 @@
+"""The MLPerf run lifecycle, the same for every kind of benchmark.
+
+cache_clear -> init_start -> setup events -> (the loop compiles; init or resume) ->
+init_stop -> run_start -> blocks (the loop trains and evaluates; here: progress line,
+target, checkpoints, pause) -> run_stop with a status and a one-line reason. What a block
+is, and which events it logs, belongs to the loop the workload's kind selects.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+from mlperf_logging.mllog import constants as C
+
+from suite import loops, mlperf_log, perf
+from suite import mesh as mesh_lib
+from suite.checkpoint import Checkpointer
+from suite.config import RunOptions
+from suite.hparams import Logged
+from suite.loops.base import Abort
+from suite.workload import DataInfo, Workload
+
+
+@dataclasses.dataclass
+class RunResult:
+    status: str  # "success" | "aborted" | "paused"
+    reason: str
+    time_to_train_s: float | None  # run_start -> run_stop; None while paused
+    epochs: int | float  # where it stopped, in the schedule's unit (epochs or samples)
+    metrics: dict
+    log_path: str
+    unit: str = "epochs"  # what `epochs` counts
+
+
+SYNTHETIC_DONE = "synthetic data: throughput only, never a result"
+
+
+def platform_name() -> str:
+    devices = jax.devices()
+    return f"{len(devices)}x{devices[0].device_kind}"
+
+
+def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
+    log.event(C.CACHE_CLEAR, True)
+    log.start(C.INIT_START)
+    mlperf_log.submission_events(
+        log, benchmark=workload.benchmark, org=opts.submission_org, division=opts.division,
+        status=opts.submission_status, platform=opts.submission_platform or platform_name(),
+    )
+    log.event(C.SEED, opts.seed)
+    log.event(C.GLOBAL_BATCH_SIZE, cfg.global_batch_size)
+    log.event(C.GRADIENT_ACCUMULATION_STEPS, cfg.grad_accum_steps)
+    log.event(C.TRAIN_SAMPLES, data.train_examples)
+    log.event(C.EVAL_SAMPLES, data.eval_examples)
+    for key, value in workload.mllog_hparams(cfg, steps_per_epoch).items():
+        if isinstance(value, Logged):
+            log.event(key, value.value, **value.metadata)
+        else:
+            log.event(key, value)
+    # jaxperf's own keys: the checker ignores unknown keys, readers of the log do not.
+    log.event("jaxperf_preset", opts.preset)
+    log.event("jaxperf_data", opts.data, source=data.source)
+    log.event("jaxperf_target", workload.target_for(cfg).describe())
+    for key, value in notes.items():
+        log.event(key, value)
+
+
+def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
+        notes: dict | None = None) -> RunResult:
+    """One timed run; notes are extra jaxperf_* events for the log's setup section."""
+    log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0)
+    ckpt = Checkpointer(opts.workdir)
+    run_start_ms, unit = None, "epochs"
+    try:
+        loop_class = loops.get(workload.kind)
+        if not resume:
+            _log_setup(log, workload, cfg, opts, data, data.epoch_steps(cfg.global_batch_size),
+                       notes or {})
+        mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
+        loop = loop_class(workload, cfg, opts, data, mesh)
+        unit = loop.schedule.unit
+        if resume:
+            state, progress = ckpt.restore(ckpt.latest_step(), loop.abstract_state,
+                                           loop.state_shardings)
+            value, metadata = loop.resume_point(progress)
+            inputs = loop.prepare(progress)
+            log.event("jaxperf_resume", value, **metadata)
+            run_start_ms = progress["run_start_ms"]
+        else:
+            progress = {"step": 0, "epoch": 0, "blocks": 0, "run_start_ms": None}
+            state = loop.init_state(opts.seed)
+            inputs = loop.prepare(progress)
+            jax.block_until_ready(state)
+            log.end(C.INIT_STOP)
+            run_start_ms = progress["run_start_ms"] = int(time.time() * 1e3)
+            log.start(C.RUN_START, time_ms=run_start_ms)
+        result = _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt)
+    except KeyboardInterrupt:
+        ckpt.close()
+        log.close()
+        raise
+    except BaseException as e:
+        stop_ms = int(time.time() * 1e3)
+        if run_start_ms is not None:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.end(C.RUN_STOP, time_ms=stop_ms, status=C.ABORTED, reason=reason[:300])
+        ckpt.close()
+        log.close()
+        if isinstance(e, Abort):
+            return RunResult(C.ABORTED, str(e), (stop_ms - run_start_ms) / 1e3, e.position,
+                             {}, log.path, unit)
+        raise
+    ckpt.close()
+    log.close()
+    return result
+
+
+EVAL_METRICS = "eval_metrics.jsonl"
+
+
+def _record_eval(workdir: str, unit: str, position, metrics: dict) -> None:
+    """Every metric of every eval, one JSON line each, beside the MLPerf log (which holds
+    the target metric only): e.g. how many eval examples were scored."""
+    if jax.process_index() != 0:
+        return
+    line = {unit: position, **{k: float(v) for k, v in metrics.items()}}
+    with open(os.path.join(workdir, EVAL_METRICS), "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _say(*args) -> None:
+    if jax.process_index() == 0:
+        print(*args, flush=True)
+
+
+def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> RunResult:
+    schedule, target = loop.schedule, workload.target_for(cfg)
+    peak = perf.peak_flops(jax.devices()[0].device_kind)
+    flops = workload.flops_per_example(cfg)
+    blocks_this_run, metrics, position = 0, {}, progress["epoch"]
+    total, last = len(schedule.blocks), schedule.blocks[-1]
+    unit = schedule.unit
+
+    def stop(status, reason) -> RunResult:
+        stop_ms = int(time.time() * 1e3)
+        log.end(C.RUN_STOP, time_ms=stop_ms, status=status, reason=reason, epoch_num=position)
+        return RunResult(status, reason, (stop_ms - progress["run_start_ms"]) / 1e3, position,
+                         metrics, log.path, unit)
+
+    for report in loop.blocks(state, progress, inputs, log):
+        state, metrics, position = report.state, report.metrics, report.position
+        progress = {"step": report.step, "epoch": position, "blocks": progress["blocks"] + 1,
+                    "run_start_ms": progress["run_start_ms"]}
+        blocks_this_run += 1
+        _record_eval(opts.workdir, unit, position, metrics)
+        util = perf.mfu(flops, report.stats.samples_per_s, peak, jax.device_count())
+        _say(f"block {progress['blocks']}/{total} "
+             f"{schedule.position(position, last.eval_epoch)} | "
+             f"loss {report.losses.mean():.4f} | {report.stats.samples_per_s:,.1f} samples/s | "
+             f"step {report.stats.step_ms:.1f} ms | "
+             f"MFU {'n/a' if util is None else f'{util:.1%}'} | "
+             f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
+             f"ETA <= {perf.format_eta(report.eta_s)}")
+        if opts.data == "real" and target.reached(metrics):
+            return stop(C.SUCCESS, f"reached {target.describe()}")
+        paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
+        every = opts.checkpoint_every_blocks
+        if paused or (every and progress["blocks"] % every == 0):
+            ckpt.save(report.step, state, progress)
+        if paused and report.step < last.end_step:
+            ckpt.wait()
+            return RunResult("paused", f"paused after {blocks_this_run} blocks at "
+                             f"{schedule.position(position)}", None, position, metrics,
+                             log.path, unit)
+    if opts.data == "synthetic":
+        return stop(C.ABORTED, SYNTHETIC_DONE)
+    return stop(C.ABORTED, f"{target.describe()} not reached within {schedule.budget()}")

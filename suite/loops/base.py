@@ -1,0 +1,71 @@
+"""What every loop gives the lifecycle: compiled state to checkpoint, and blocks reported."""
+
+import abc
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from suite import perf
+from suite.config import RunOptions
+from suite.mlperf_log import MLPerfLog
+from suite.schedule import Schedule
+from suite.workload import DataInfo, Workload
+
+
+class Abort(Exception):
+    """Ends the run with run_stop status=aborted and this one-line reason."""
+
+    def __init__(self, reason: str, position: int | float):
+        super().__init__(reason)
+        self.position = position
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockReport:
+    """One block trained and evaluated, as the lifecycle prints, checks and checkpoints it."""
+
+    step: int  # training steps done after it
+    position: int | float  # where the eval after it stands, in the schedule's unit
+    losses: np.ndarray  # the block's training losses, step by step
+    stats: perf.BlockStats
+    metrics: dict  # the eval's
+    eta_s: float  # to the end of the schedule at this block's pace
+    state: Any  # the train state after it (what a checkpoint saves)
+
+
+class Loop(abc.ABC):
+    """Trains one workload under the lifecycle: compiles in __init__ (before init_stop),
+    builds its inputs in prepare (before run_start), then trains in blocks."""
+
+    def __init__(self, workload: Workload, cfg, opts: RunOptions, data: DataInfo, mesh):
+        self.workload, self.cfg, self.opts, self.data, self.mesh = (
+            workload, cfg, opts, data, mesh)
+        self.schedule: Schedule = workload.schedule(cfg, data)
+
+    @property
+    @abc.abstractmethod
+    def abstract_state(self) -> Any:
+        """The state's shapes and dtypes, to restore a checkpoint into."""
+
+    @property
+    @abc.abstractmethod
+    def state_shardings(self) -> Any: ...
+
+    @abc.abstractmethod
+    def init_state(self, seed: int) -> Any:
+        """A fresh state (with the workload's initial params, if any) on the devices."""
+
+    @abc.abstractmethod
+    def resume_point(self, progress: dict) -> tuple[Any, dict]:
+        """(value, metadata) of the jaxperf_resume event for a run resumed at progress."""
+
+    @abc.abstractmethod
+    def prepare(self, progress: dict) -> Any:
+        """The inputs (pipelines) for a run that stands at progress, built but unread."""
+
+    @abc.abstractmethod
+    def blocks(self, state, progress: dict, inputs, log: MLPerfLog) -> Iterator[BlockReport]:
+        """Trains and evaluates block after block from progress, logging the loop's own
+        MLPerf events (blocks, epochs, evals); raises Abort to end the run early."""

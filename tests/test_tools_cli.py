@@ -1,0 +1,45 @@
+"""Tools read --workload, --preset and --config.* with suite.main's own parser."""
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def _tool(module: str, *args: str, devices: int = 1):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _per_device_gib(out: str) -> float:
+    return float(re.search(r"([0-9.,]+) GiB per device", out)[1].replace(",", ""))
+
+
+def test_state_memory_takes_config_overrides():
+    base = ["--workload=dlrm_dcnv2", "--preset=reference", "--devices=8"]
+    rows = _tool("tools.state_memory", *base, "--config.mesh.model=8")
+    assert rows.returncode == 0, rows.stderr[-2000:]
+    assert "on 8 devices (fsdp=1, model=8)" in rows.stdout
+    assert _per_device_gib(rows.stdout) == 24.46
+    # Column sharding splits the same tables as evenly; replicated tables do not split.
+    column = _tool("tools.state_memory", *base, "--config.mesh.model=8",
+                   "--config.embedding_sharding=column")
+    assert column.returncode == 0, column.stderr[-2000:]
+    assert abs(_per_device_gib(column.stdout) - 24.46) < 0.01
+    whole = _tool("tools.state_memory", *base, "--config.embedding_sharding=replicated")
+    assert _per_device_gib(whole.stdout) > 190
+
+
+def test_tools_refuse_bad_config_in_one_line():
+    proc = _tool("tools.state_memory", "--workload=dlrm_dcnv2", "--config.nope=1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown config field 'nope' in a --config.* flag")
+    proc = _tool("tools.state_memory", "--workload=dlrm_dcnv2", "--preset=reference",
+                 "--config.mesh.model=3")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: mesh fsdp=1 x model=3 does "
+                                                           "not divide 8 devices")
