@@ -76,3 +76,31 @@ def one_line_error(call, *needles) -> str:
     for needle in needles:
         assert needle in message, message
     return message
+
+
+def _blocks_of(keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(keys before run_start, the keys after it cut after each eval_accuracy)."""
+    start = keys.index("run_start")
+    chunks, current = [], []
+    for key in keys[start:]:
+        current.append(key)
+        if key == "eval_accuracy":
+            chunks.append(current)
+            current = []
+    return keys[:start], [*chunks, current]
+
+
+def assert_log_keys_as_recorded(events: list[dict], workload: str) -> None:
+    """The log's keys, in order, are those recorded from the tiny preset before the run
+    lifecycle and the training loops were split apart (tests/data/log_keys): the same
+    set-up section, the same first block, the same later blocks (however many the run
+    needed) and the same ending."""
+    with open(os.path.join(ROOT, "tests", "data", "log_keys", f"{workload}.json")) as f:
+        recorded = json.load(f)["keys"]
+    setup, blocks = _blocks_of([e["key"] for e in events])
+    old_setup, old_blocks = _blocks_of(recorded)
+    assert setup == old_setup
+    assert blocks[0] == old_blocks[0] and blocks[-1] == old_blocks[-1]
+    middles = old_blocks[1:-1] or old_blocks[:1]
+    for block in blocks[1:-1]:
+        assert block in middles, (block, middles)

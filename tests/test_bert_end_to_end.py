@@ -11,7 +11,15 @@ from input_pipelines import bert_records, tiny_wiki
 from models import bert_checkpoint
 from suite import compliance
 from suite.workloads.bert import BertWorkload
-from tests.helpers import metadata, read_log, run_main, run_main_without, successful_run, values
+from tests.helpers import (
+    assert_log_keys_as_recorded,
+    metadata,
+    read_log,
+    run_main,
+    run_main_without,
+    successful_run,
+    values,
+)
 from tests.test_bert_pipeline import _example, _write_raw
 
 RULESET = "5.0.0"
@@ -35,6 +43,7 @@ def test_tiny_preset_reaches_its_accuracy_and_passes_the_checker(tmp_path, cache
     events = successful_run(proc, workdir, reached="mlm_accuracy >= 0.5", ruleset=RULESET,
                             once_keys=ONCE_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
+    assert_log_keys_as_recorded(events, "bert")
     assert values(events, "submission_benchmark") == ["bert"]
     assert values(events, "opt_name") == ["lamb"]
     assert values(events, "train_samples") == [32 * 1000]  # what the schedule trains

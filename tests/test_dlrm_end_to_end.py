@@ -7,7 +7,14 @@ import pytest
 
 from input_pipelines import criteo
 from suite import compliance
-from tests.helpers import metadata, read_log, run_main, successful_run, values
+from tests.helpers import (
+    assert_log_keys_as_recorded,
+    metadata,
+    read_log,
+    run_main,
+    successful_run,
+    values,
+)
 
 RULESET = "6.0.0"
 # Every key closed_dlrm_dcnv2.yaml (6.0.0) and common.yaml require exactly once.
@@ -52,6 +59,7 @@ def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tiny_run):
     events = successful_run(proc, workdir, reached="auc >= 0.81", ruleset=RULESET,
                             once_keys=ONCE_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
+    assert_log_keys_as_recorded(events, "dlrm_dcnv2")
     assert values(events, "submission_benchmark") == ["dlrm_dcnv2"]
     assert values(events, "opt_name") == ["adagrad"]
     assert values(events, "opt_adagrad_epsilon") == [1e-8]

@@ -10,7 +10,7 @@ from flax import linen as nn
 from suite import compliance
 from suite.checkpoint import Checkpointer
 from suite.workloads.resnet import ResNetWorkload
-from tests.helpers import metadata, read_log, run_main, values
+from tests.helpers import assert_log_keys_as_recorded, metadata, read_log, run_main, values
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,7 @@ def test_tiny_preset_reaches_its_target_and_passes_the_checker(tiny_run):
     assert "run_stop success: reached top1 >= 0.95" in out
     assert "compliance: PASS" in out
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    assert_log_keys_as_recorded(events, "resnet")
     accuracies = values(events, "eval_accuracy")
     assert accuracies[-1] >= 0.95 and all(a < 0.95 for a in accuracies[:-1])
     assert metadata(events, "run_stop")[0]["status"] == "success"

@@ -6,7 +6,15 @@ import os
 import pytest
 
 from suite import compliance
-from tests.helpers import metadata, read_log, run_main, run_main_without, successful_run, values
+from tests.helpers import (
+    assert_log_keys_as_recorded,
+    metadata,
+    read_log,
+    run_main,
+    run_main_without,
+    successful_run,
+    values,
+)
 
 RULESET = "0.7.0"
 # Every key closed_transformer.yaml (0.7.0) requires exactly once.
@@ -42,6 +50,7 @@ def test_tiny_preset_reaches_its_bleu_and_passes_the_checker(tiny_run, cache):
     events = successful_run(proc, workdir, reached="bleu >= 0.9", ruleset=RULESET,
                             once_keys=CLOSED_KEYS)
     log = os.path.join(workdir, "mlperf_log.txt")
+    assert_log_keys_as_recorded(events, "transformer")
     assert values(events, "submission_benchmark") == ["transformer"]
     assert values(events, "opt_name") == ["adam"]
     assert values(events, "opt_adam_epsilon") == [1e-9]
