@@ -130,9 +130,10 @@ def _record_eval(workdir: str, unit: str, position, metrics: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def _say(*args) -> None:
+def say(*args, **kwargs) -> None:
+    """print on process 0 only: one copy of each line per job, not per host."""
     if jax.process_index() == 0:
-        print(*args, flush=True)
+        print(*args, **kwargs, flush=True)
 
 
 def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> RunResult:
@@ -156,7 +157,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> Ru
         blocks_this_run += 1
         _record_eval(opts.workdir, unit, position, metrics)
         util = perf.mfu(flops, report.stats.samples_per_s, peak, jax.device_count())
-        _say(f"block {progress['blocks']}/{total} "
+        say(f"block {progress['blocks']}/{total} "
              f"{schedule.position(position, last.eval_epoch)} | "
              f"loss {report.losses.mean():.4f} | {report.stats.samples_per_s:,.1f} samples/s | "
              f"step {report.stats.step_ms:.1f} ms | "

@@ -7,7 +7,7 @@
 Bad input ends in one line on stderr and exit code 2.
 """
 
-# This module is the only reader of FLAGS.
+# This module and suite/cli.py (the config flags, shared with the tools) read FLAGS.
 
 import math
 import os
@@ -93,7 +93,7 @@ def run() -> None:
             ) from e
     from suite import benchmark, runner
 
-    workload = registry.get(F.WORKLOAD.value)
+    workload = cli.workload()
     preset = cli.preset_name()
     opts = _options(workload, preset)
     if F.RUNS.value < 1:

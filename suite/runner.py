@@ -12,14 +12,8 @@ from suite import compliance, lifecycle
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 from suite.config import RunOptions
-from suite.lifecycle import RunResult
+from suite.lifecycle import RunResult, say
 from suite.workload import DataInfo, Workload
-
-
-def say(*args, **kwargs) -> None:
-    """print on process 0 only: one copy of each line per job, not per host."""
-    if jax.process_index() == 0:
-        print(*args, **kwargs, flush=True)
 
 
 def _prepare_workdir(workdir: str, resolved: dict) -> bool:
