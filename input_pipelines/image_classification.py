@@ -187,6 +187,68 @@ def train_batches(
     return _to_numpy(dataset.prefetch(tf.data.AUTOTUNE), builder)
 
 
+def _center_crop(image_size, resize_ratio, mean_rgb, std_rgb, dtype):
+    """JPEG bytes -> the eval image: what every eval, inference sample and calibration
+    image goes through, so that all three see the same pixels."""
+    tf, _ = tf_modules()
+
+    def crop(jpeg):
+        # Cropping resize_ratio x the shorter side and resizing to image_size selects the
+        # same pixels as "resize shorter side to image_size / resize_ratio, center-crop
+        # image_size", but decodes only the crop.
+        window = _center_window(tf.io.extract_jpeg_shape(jpeg), resize_ratio)
+        image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+        image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+        return _normalize(image, mean_rgb, std_rgb, dtype)
+
+    return crop
+
+
+def selected_images(
+    builder,
+    *,
+    split: str,
+    image_size: int,
+    file_names: Sequence[str] | None = None,
+    count: int | None = None,
+    resize_ratio: float = 0.875,
+    mean_rgb: Sequence[float] = MEAN_RGB,
+    std_rgb: Sequence[float] = STD_RGB,
+    dtype: Any = np.float32,
+) -> np.ndarray:
+    """Images of `split` at eval preprocessing, in split order: those named in file_names
+    (every name must be there), or else the first `count`. A calibration set is read so."""
+    tf, tfds = tf_modules()
+    num_examples(builder, split)
+    if "file_name" not in builder.info.features:
+        raise UserError(f"{builder.info.full_name} has no file names to select images by")
+    wanted = None if file_names is None else set(file_names)
+    dataset = builder.as_dataset(split=split, shuffle_files=False,
+                                 decoders={"image": tfds.decode.SkipDecoding()})
+    if wanted is not None:
+        names = tf.constant(sorted(wanted))
+        dataset = dataset.filter(lambda ex: tf.reduce_any(tf.equal(
+            tf.strings.split(ex["file_name"], "/")[-1], names)))
+    elif count is not None:
+        dataset = dataset.take(count)
+    center = _center_crop(image_size, resize_ratio, mean_rgb, std_rgb, dtype)
+    dataset = dataset.map(lambda ex: {"image": center(ex["image"]), "file_name": ex["file_name"]},
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    images, found = [], set()
+    for example in _to_numpy(dataset.batch(256).prefetch(tf.data.AUTOTUNE), builder):
+        images.append(example["image"])
+        found.update(n.decode().split("/")[-1] for n in example["file_name"])
+    if wanted is not None and found != wanted:
+        missing = sorted(wanted - found)
+        raise UserError(
+            f"{len(missing)} of the {len(wanted)} listed files are not in split {split!r} of "
+            f"{builder.info.full_name} (first: {missing[0]}); pass the list that goes with "
+            "this dataset")
+    if not images:
+        raise UserError(f"split {split!r} of {builder.info.full_name} selected no images")
+    return np.concatenate(images)
+
+
 def eval_batches(
     builder,
     *,
@@ -209,16 +271,11 @@ def eval_batches(
     shard, shard_size = _process_shard(builder, split, process_index, process_count)
     steps = eval_steps(builder, split, local_batch_size * process_count)
 
+    center = _center_crop(image_size, resize_ratio, mean_rgb, std_rgb, dtype)
+
     def preprocess(example):
-        # Cropping resize_ratio x the shorter side and resizing to image_size selects the
-        # same pixels as "resize shorter side to image_size / resize_ratio, center-crop
-        # image_size", but decodes only the crop.
-        jpeg = example["image"]
-        window = _center_window(tf.io.extract_jpeg_shape(jpeg), resize_ratio)
-        image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
-        image = tf.image.resize(image, [image_size, image_size], method="bilinear")
         return {
-            "image": _normalize(image, mean_rgb, std_rgb, dtype),
+            "image": center(example["image"]),
             "label": tf.cast(example["label"], tf.int32),
             "mask": tf.constant(1.0, tf.float32),
         }

@@ -10,33 +10,43 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 # Logical names of a conv kernel's axes: height, width, input and output channels.
 CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
 DENSE_AXES = ("embed", "classes")
+BN_EPSILON = 1e-5
 
 
-def _conv(dtype: Any, param_dtype: Any):
+def _conv(dtype: Any, param_dtype: Any, folded: bool = False):
     init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
     return functools.partial(
         nn.Conv,
-        use_bias=False,
+        # A folded conv carries its batch norm's shift as a bias.
+        use_bias=folded,
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(init, CONV_AXES),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
     )
 
 
-def _norm(dtype: Any, param_dtype: Any, train: bool):
+def _identity_norm(**_):
+    return lambda x: x
+
+
+def _norm(dtype: Any, param_dtype: Any, train: bool, folded: bool = False):
+    if folded:
+        return _identity_norm
     # Statistics over the whole global batch: under jit the batch axis is one
     # logical array however it is sharded, so this is "sync BN" for free.
     return functools.partial(
         nn.BatchNorm,
         use_running_average=not train,
         momentum=0.9,
-        epsilon=1e-5,
+        epsilon=BN_EPSILON,
         dtype=dtype,
         param_dtype=param_dtype,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)),
@@ -50,11 +60,12 @@ class BottleneckBlock(nn.Module):
     dtype: Any
     param_dtype: Any
     train: bool
+    folded: bool = False
 
     @nn.compact
     def __call__(self, x):
-        conv = _conv(self.dtype, self.param_dtype)
-        norm = _norm(self.dtype, self.param_dtype, self.train)
+        conv = _conv(self.dtype, self.param_dtype, self.folded)
+        norm = _norm(self.dtype, self.param_dtype, self.train, self.folded)
         residual = x
         y = nn.relu(norm()(conv(self.filters, (1, 1))(x)))
         y = nn.relu(norm()(conv(self.filters, (3, 3), self.strides)(y)))
@@ -73,6 +84,11 @@ class ResNet(nn.Module):
 
     small_inputs swaps the ImageNet stem (7x7/2 conv + 3x3/2 max-pool) for one
     3x3/1 conv, so tiny images (the CPU preset's 32x32 digits) keep their pixels.
+
+    folded is the inference form: every batch norm is merged into the conv
+    before it (see fold_batch_norm), so the convs have biases and there are no
+    norms. It is the form to quantize: the int8 kernels then carry the norms'
+    scales, and no float op sits between a conv and its ReLU.
     """
 
     stage_sizes: Sequence[int]
@@ -81,11 +97,14 @@ class ResNet(nn.Module):
     small_inputs: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    folded: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        conv = _conv(self.dtype, self.param_dtype)
-        norm = _norm(self.dtype, self.param_dtype, train)
+        if self.folded and train:
+            raise ValueError("a folded ResNet is for inference only: call it with train=False")
+        conv = _conv(self.dtype, self.param_dtype, self.folded)
+        norm = _norm(self.dtype, self.param_dtype, train, self.folded)
         x = x.astype(self.dtype)
         if self.small_inputs:
             x = conv(self.num_filters, (3, 3), name="conv_init")(x)
@@ -99,7 +118,8 @@ class ResNet(nn.Module):
             for j in range(num_blocks):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
                 x = BottleneckBlock(
-                    self.num_filters * 2**i, strides, self.dtype, self.param_dtype, train
+                    self.num_filters * 2**i, strides, self.dtype, self.param_dtype, train,
+                    self.folded,
                 )(x)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(
@@ -120,6 +140,57 @@ ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
 ResNetTiny = functools.partial(
     ResNet, stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True, num_classes=10
 )
+
+
+# The norm that follows each conv. Unnamed layers pair by index (Conv_k feeds
+# BatchNorm_k, since every conv in a block is followed by exactly one norm); the
+# named ones are listed. These are the training checkpoint's names, so they stay.
+_NAMED_CONV_NORMS = {"conv_init": "bn_init", "conv_proj": "norm_proj"}
+
+
+def _norm_after(conv_name: str) -> str | None:
+    if conv_name in _NAMED_CONV_NORMS:
+        return _NAMED_CONV_NORMS[conv_name]
+    if conv_name.startswith("Conv_"):
+        return "BatchNorm_" + conv_name.removeprefix("Conv_")
+    return None
+
+
+def fold_batch_norm(params: Any, batch_stats: Any, epsilon: float = BN_EPSILON) -> dict:
+    """Params of the folded=True ResNet, computing what the train=False one computes.
+
+    Each eval-mode norm is the per-channel affine map x * s + (beta - mean * s)
+    with s = gamma / sqrt(var + eps); applied after a conv it is the same conv
+    with its kernel's output channels scaled by s, plus that shift as a bias.
+    Takes boxed or unboxed trees; returns unboxed ones. Pure, so it can be jitted.
+    """
+    params, batch_stats = nn.unbox(params), nn.unbox(batch_stats)
+
+    def fold(module: dict, stats: dict) -> dict:
+        norms = {name for name in module if "mean" in stats.get(name, {})}
+        folded, unused = {}, set(norms)
+        for name, sub in module.items():
+            norm = _norm_after(name)
+            if name in norms:
+                continue  # folded into its conv
+            if norm is not None:
+                if norm not in norms:
+                    raise ValueError(f"conv {name} has no batch norm {norm} to fold")
+                scale = module[norm]["scale"] * jax.lax.rsqrt(stats[norm]["var"] + epsilon)
+                folded[name] = {
+                    "kernel": sub["kernel"] * scale,  # broadcasts over the output axis
+                    "bias": module[norm]["bias"] - stats[norm]["mean"] * scale,
+                }
+                unused.discard(norm)
+            elif "kernel" in sub:
+                folded[name] = dict(sub)  # the classifier: no norm after it
+            else:
+                folded[name] = fold(sub, stats.get(name, {}))
+        if unused:
+            raise ValueError(f"batch norms with no conv before them: {sorted(unused)}")
+        return folded
+
+    return fold(params, batch_stats)
 
 
 def conv_flops(h: int, w: int, k: int, c_in: int, c_out: int) -> int:

@@ -14,7 +14,7 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import loops, mlperf_log, perf
+from suite import loops, mlperf_log, perf, weights
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
@@ -96,7 +96,10 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
             log.end(C.INIT_STOP)
             run_start_ms = progress["run_start_ms"] = int(time.time() * 1e3)
             log.start(C.RUN_START, time_ms=run_start_ms)
-        result = _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt)
+        result, final_state = _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
+                                      ckpt)
+        if final_state is not None:
+            _save_weights(workload, cfg, opts, loop, final_state, result)
     except KeyboardInterrupt:
         ckpt.close()
         log.close()
@@ -136,7 +139,23 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> RunResult:
+def _save_weights(workload, cfg, opts, loop, state, result: RunResult) -> None:
+    """After run_stop, outside the timed run: the weights inference serves, kept whether or
+    not the target was reached (final_weights.json says which)."""
+    target = workload.target_for(cfg)
+    weights.save(opts.workdir, loop.final_weights(state), {
+        "workload": workload.name, "benchmark": workload.benchmark, "preset": opts.preset,
+        "division": opts.division, "status": result.status, "reason": result.reason,
+        "reached_target": result.status == C.SUCCESS, "target": target.describe(),
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        result.unit: result.epochs, "time_to_train_s": result.time_to_train_s,
+    })
+
+
+def _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
+            ckpt) -> tuple[RunResult, object]:
+    """The run's result, and the final state where the run ended by its own rules (target
+    reached or budget spent on real data), else None."""
     schedule, target = loop.schedule, workload.target_for(cfg)
     peak = perf.peak_flops(jax.devices()[0].device_kind)
     flops = workload.flops_per_example(cfg)
@@ -165,7 +184,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> Ru
              f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
              f"ETA <= {perf.format_eta(report.eta_s)}")
         if opts.data == "real" and target.reached(metrics):
-            return stop(C.SUCCESS, f"reached {target.describe()}")
+            return stop(C.SUCCESS, f"reached {target.describe()}"), state
         paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
         every = opts.checkpoint_every_blocks
         if paused or (every and progress["blocks"] % every == 0):
@@ -174,7 +193,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt) -> Ru
             ckpt.wait()
             return RunResult("paused", f"paused after {blocks_this_run} blocks at "
                              f"{schedule.position(position)}", None, position, metrics,
-                             log.path, unit)
+                             log.path, unit), None
     if opts.data == "synthetic":
-        return stop(C.ABORTED, SYNTHETIC_DONE)
-    return stop(C.ABORTED, f"{target.describe()} not reached within {schedule.budget()}")
+        return stop(C.ABORTED, SYNTHETIC_DONE), None
+    return stop(C.ABORTED, f"{target.describe()} not reached within {schedule.budget()}"), state

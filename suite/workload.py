@@ -216,6 +216,36 @@ class Workload(abc.ABC):
         Lookup-bound models say how far ids spread, so throughput runs gather like real ones."""
         return {}
 
+    # ----- serving (MLPerf inference, suite.infer) -------------------------
+    # LoadGen's name of the model (its mlperf.conf keys, the submission's benchmark);
+    # None: this workload is not served yet.
+    inference_model: str | None = None
+
+    def model_fields(self, cfg) -> dict[str, Any]:
+        """Config fields that fix the weights' shapes: a checkpoint must match them."""
+        return {}
+
+    def serving_inputs(self, cfg, data: DataInfo) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(inputs, labels) of every eval sample, in eval order, preprocessed exactly as the
+        training eval sees them: the query sample library's samples."""
+        raise UserError(f"{self.name} cannot be served yet (suite.infer)")
+
+    def calibration_inputs(self, cfg, data: DataInfo, names: list[str] | None) -> dict:
+        """The fixed calibration set of post-training quantization, never eval data: the
+        listed training files, or the preset's documented default subset when names is None."""
+        raise UserError(f"{self.name} has no int8 calibration set yet")
+
+    def serving_model(self, cfg, params, model_state, precision: str,
+                      calibration: dict | None) -> tuple[Any, Any]:
+        """(apply, variables) at a precision ('fp32', 'bf16', 'int8'); apply(variables,
+        inputs) -> one answer per sample (e.g. a class index) is pure and jittable.
+        int8 gets its calibration inputs and may compute eagerly to calibrate."""
+        raise UserError(f"{self.name} cannot be served yet (suite.infer)")
+
+    def score_answers(self, cfg, answers: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Accuracy of the answers LoadGen logged, one per sample, in sample order."""
+        raise NotImplementedError
+
     # ----- reporting -----------------------------------------------------
     def mllog_hparams(self, cfg, steps_per_epoch: int) -> dict[str, Any]:
         """Hyperparameters the benchmark's ruleset requires, keyed by mllog constants;

@@ -104,3 +104,11 @@ def assert_log_keys_as_recorded(events: list[dict], workload: str) -> None:
     middles = old_blocks[1:-1] or old_blocks[:1]
     for block in blocks[1:-1]:
         assert block in middles, (block, middles)
+
+
+def run_infer(args: list[str], cache: str, timeout: int = 900):
+    """`python -m suite.infer` on one CPU device, as a user would run it."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "suite.infer", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -69,3 +69,7 @@ class Loop(abc.ABC):
     def blocks(self, state, progress: dict, inputs, log: MLPerfLog) -> Iterator[BlockReport]:
         """Trains and evaluates block after block from progress, logging the loop's own
         MLPerf events (blocks, epochs, evals); raises Abort to end the run early."""
+
+    @abc.abstractmethod
+    def final_weights(self, state) -> Any:
+        """What inference needs of a finished state (suite.weights saves it)."""

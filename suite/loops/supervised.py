@@ -12,7 +12,7 @@ from mlperf_logging.mllog import constants as C
 from input_pipelines import synthetic
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
-from suite import perf
+from suite import perf, training
 from suite.loops.base import Abort, BlockReport, Loop
 
 
@@ -45,6 +45,10 @@ class SupervisedLoop(Loop):
         if start is not None:
             state = state.replace(params=mesh_lib.place(start, self.fns.state_shardings.params))
         return state
+
+    def final_weights(self, state):
+        # The weights eval scored: the EMA where the run keeps one.
+        return {"params": training.eval_params(state), "model_state": state.model_state}
 
     def resume_point(self, progress):
         step = progress["step"]

@@ -5,10 +5,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 from mlperf_logging.mllog import constants as C
 
+from common.errors import UserError
 from models import resnet as resnet_models
 from suite.hparams import Hparam, fixed
 from suite.target import Target
@@ -42,6 +44,11 @@ def _train_epochs_from_decay_steps(decay_steps, logged: dict) -> dict:
     steps_per_epoch = math.ceil(samples / batch)
     warmup = float(logged.get(C.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS, 0.0))
     return {"train_epochs": round(decay_steps / steps_per_epoch + warmup)}
+
+
+def _calibration_batches(calibration: dict, batch: int = 50):
+    images = calibration["image"]
+    return [images[i:i + batch] for i in range(0, len(images), batch)]
 
 
 class ResNetWorkload(Workload):
@@ -207,6 +214,61 @@ class ResNetWorkload(Workload):
             process_index=process_index,
             process_count=process_count,
         ))
+
+    # ----- serving -------------------------------------------------------
+    inference_model = "resnet50"
+    # The tiny preset's calibration set: the first 500 training images in file order
+    # (digit_0000 ... of jaxperf_digits' train split), at eval preprocessing.
+    TINY_CALIBRATION_COUNT = 500
+
+    def model_fields(self, cfg):
+        return {k: cfg[k] for k in ("model", "num_classes", "image_size")}
+
+    def serving_inputs(self, cfg, data):
+        from input_pipelines import image_classification
+
+        batches = image_classification.eval_batches(
+            self._builder(cfg, data.data_dir), split=cfg.eval_split, local_batch_size=256,
+            image_size=cfg.image_size, process_index=0, process_count=1)
+        for b in batches:
+            real = b["mask"] > 0
+            yield {"image": b["image"][real]}, b["label"][real]
+
+    def calibration_inputs(self, cfg, data, names):
+        from input_pipelines import image_classification
+
+        if names is None and cfg.dataset != "jaxperf_digits":
+            raise UserError(
+                f"int8 on {cfg.dataset} needs the fixed calibration list: pass "
+                "--calibration_list=FILE (for ImageNet, MLPerf's cal_image_list_option_1.txt)")
+        images = image_classification.selected_images(
+            self._builder(cfg, data.data_dir), split=cfg.train_split,
+            image_size=cfg.image_size, file_names=names,
+            count=None if names else self.TINY_CALIBRATION_COUNT)
+        return {"image": images}
+
+    def serving_model(self, cfg, params, model_state, precision, calibration):
+        def answers(module):
+            def apply(variables, inputs):
+                logits = module.apply(variables, inputs["image"], train=False)
+                return jnp.argmax(logits, -1).astype(jnp.int32)
+            return apply
+
+        if precision in ("fp32", "bf16"):
+            dtype = jnp.float32 if precision == "fp32" else jnp.bfloat16
+            module = self._model(cfg).clone(dtype=dtype)
+            return answers(module), {"params": params, **model_state}
+        # int8: batch norm folded into the convolutions first, then static w8a8.
+        from suite.serving import quantize
+
+        module = self._model(cfg).clone(dtype=jnp.float32, folded=True)
+        folded = resnet_models.fold_batch_norm(params, model_state["batch_stats"])
+        qmodule, qvariables = quantize.quantize_int8(module, {"params": folded},
+                                                     _calibration_batches(calibration))
+        return answers(qmodule), qvariables
+
+    def score_answers(self, cfg, answers, labels):
+        return {"top1": float(np.mean(answers == labels))}
 
     # ----- reporting -----------------------------------------------------
     hparams = (

@@ -1,0 +1,37 @@
+"""Flags of `python -m suite.infer` besides the config's (flags/config_flags.py)."""
+
+from absl import flags
+
+from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by suite.infer)
+
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+
+SCENARIO = flags.DEFINE_enum("scenario", "all", (*SCENARIOS, "all"),
+                             "LoadGen scenario to run, or all four.")
+MODE = flags.DEFINE_enum("mode", "both", ("performance", "accuracy", "both"),
+                         "LoadGen's PerformanceOnly, AccuracyOnly, or both.")
+CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Workdir of a finished training run (python -m suite.main) whose final "
+    "weights to serve. Default: the newest successful tiny run under $JAXPERF_CACHE/weights, "
+    "trained first if there is none.")
+PRECISION = flags.DEFINE_enum("precision", "fp32", ("fp32", "bf16", "int8"),
+                              "Serving precision; int8 is post-training static quantization.")
+CALIBRATION_LIST = flags.DEFINE_string(
+    "calibration_list", None, "int8: file of training-image file names to calibrate on "
+    "(ImageNet: MLPerf's cal_image_list_option_1.txt). Default for the tiny preset: its fixed "
+    "subset of the training split.")
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory: LoadGen logs per scenario and mode, user.conf, results. "
+    "Default: runs/infer-<workload>-<precision>-<time>.")
+SUBMISSION_DIR = flags.DEFINE_string(
+    "submission_dir", None, "Write an MLPerf inference submission package here.")
+DIVISION = flags.DEFINE_enum("division", "open", ("open", "closed"),
+                             "Our own trained weights make an open-division result.")
+ALLOW_UNCONVERGED = flags.DEFINE_bool(
+    "allow_unconverged", False, "Serve weights of a run that never reached its target "
+    "(open division only).")
+MAX_BATCH = flags.DEFINE_integer("max_batch", 128, "Offline batch size (the largest bucket).")
+SERVER_MAX_BATCH = flags.DEFINE_integer("server_max_batch", 32,
+                                        "Largest batch Server's dynamic batcher closes.")
+SERVER_WAIT_MS = flags.DEFINE_float(
+    "server_wait_ms", 2.0, "Server: how long a batch waits for more samples after its first.")

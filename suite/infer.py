@@ -1,0 +1,75 @@
+"""Serves a trained benchmark model under MLPerf's official LoadGen, in its four scenarios.
+
+  python -m suite.infer --workload=resnet                        # tiny weights, all scenarios
+  python -m suite.infer --checkpoint=runs/resnet-tiny-... --precision=int8
+  python -m suite.infer --scenario=Server --mode=performance
+
+Ends with one table: scenario -> official metric, LoadGen's VALID/INVALID and reason,
+accuracy. Bad input ends in one line on stderr and exit code 2.
+"""
+
+# This module and suite/cli.py (the config flags) read FLAGS.
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from common.errors import UserError
+from flags import config_flags
+from flags import infer_flags as F
+from suite import cli
+
+FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(F)
+flags.adopt_module_key_flags(config_flags)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        rows = run()
+    except UserError as e:
+        cli.fail(str(e))
+    from suite.serving import report
+
+    print(report.table(rows), flush=True)
+    if not all(r.get("performance", {}).get("valid", True) for r in rows):
+        sys.exit(1)
+
+
+def options(workload):
+    from suite.serving.harness import InferOptions
+
+    scenarios = F.SCENARIOS if F.SCENARIO.value == "all" else (F.SCENARIO.value,)
+    modes = ("performance", "accuracy") if F.MODE.value == "both" else (F.MODE.value,)
+    workdir = F.WORKDIR.value or os.path.join(
+        "runs", f"infer-{workload.name}-{F.PRECISION.value}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return InferOptions(
+        workload=workload.name, checkpoint=F.CHECKPOINT.value, scenarios=scenarios,
+        modes=modes, precision=F.PRECISION.value, workdir=workdir, data_dir=F.DATA_DIR.value,
+        calibration_list=F.CALIBRATION_LIST.value, division=F.DIVISION.value,
+        allow_unconverged=F.ALLOW_UNCONVERGED.value, max_batch=F.MAX_BATCH.value,
+        server_max_batch=F.SERVER_MAX_BATCH.value, server_wait_ms=F.SERVER_WAIT_MS.value)
+
+
+def run():
+    from suite.serving import harness
+
+    workload = cli.workload()
+    opts = options(workload)
+    for name, value in (("--max_batch", opts.max_batch),
+                        ("--server_max_batch", opts.server_max_batch)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
+    if F.SUBMISSION_DIR.value:
+        raise UserError("--submission_dir is not supported by suite.infer yet; run without it")
+    return harness.run(workload, opts, cli.config())
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parser())

@@ -1,0 +1,229 @@
+"""suite.infer's work: weights, samples, user.conf, then one process per scenario and mode.
+
+<workdir>/samples/       the eval split, preprocessed once (suite.serving.samples)
+<workdir>/tune/          short runs that found user.conf's numbers (suite.serving.tune)
+<workdir>/user.conf      what LoadGen reads after its embedded mlperf.conf
+<workdir>/<Scenario>/<mode>/   LoadGen's logs and result.json, one process each
+<workdir>/results.json   the table's rows
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from common.errors import UserError
+from suite import weights
+from suite import workdir as workdir_lib
+from suite.lifecycle import say
+from suite.serving import child as child_lib
+from suite.serving import samples as samples_lib
+from suite.serving import settings as settings_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class InferOptions:
+    workload: str
+    checkpoint: str | None
+    scenarios: tuple[str, ...]
+    modes: tuple[str, ...]
+    precision: str
+    workdir: str
+    data_dir: str | None
+    calibration_list: str | None
+    division: str
+    allow_unconverged: bool
+    max_batch: int
+    server_max_batch: int
+    server_wait_ms: float
+
+
+def weights_cache() -> str:
+    return workdir_lib.cache_dir("weights")
+
+
+def newest_tiny_run(workload) -> str | None:
+    """The newest successful tiny training run of workload under $JAXPERF_CACHE/weights."""
+    found = []
+    for meta_path in glob.glob(os.path.join(weights_cache(), "*", weights.META)):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("workload") == workload.name and meta.get("preset") == "tiny" \
+                and meta.get("reached_target"):
+            found.append((os.path.getmtime(meta_path), os.path.dirname(meta_path)))
+    return max(found)[1] if found else None
+
+
+def train_tiny(workload) -> str:
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = os.path.join(weights_cache(), f"{workload.name}-tiny-{stamp}")
+    say(f"No --checkpoint given and no tiny {workload.name} weights in {weights_cache()}: "
+        f"training them first (python -m suite.main --workload={workload.name}, {workdir}).")
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "train_output.txt")
+    with open(log_path, "w") as log:
+        rc = subprocess.call([sys.executable, "-m", "suite.main", f"--workload={workload.name}",
+                              f"--workdir={workdir}"], stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0 or not os.path.exists(os.path.join(workdir, weights.META)):
+        raise UserError(f"training the tiny {workload.name} failed (exit {rc}); see {log_path}")
+    return workdir
+
+
+def checkpoint_for(workload, opts: InferOptions, expected_cfg) -> weights.Checkpoint:
+    path = opts.checkpoint
+    if path is None:
+        path = newest_tiny_run(workload)
+        if path is None:
+            path = train_tiny(workload)
+        else:
+            say(f"No --checkpoint given: serving the newest tiny {workload.name} weights, {path}.")
+    checkpoint = weights.Checkpoint(path)
+    checkpoint.check(workload, workload.model_fields(expected_cfg))
+    if not checkpoint.converged:
+        if not (opts.division == "open" and opts.allow_unconverged):
+            raise UserError(
+                f"--checkpoint {path} never reached its target ({checkpoint.meta['reason']}); "
+                "serve a converged run, or pass --division=open --allow_unconverged")
+    return checkpoint
+
+
+def read_calibration_list(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise UserError(f"--calibration_list {path}: {e.strerror}; pass a readable file "
+                        "of training-image file names") from e
+    if not names:
+        raise UserError(f"--calibration_list {path} names no files; pass the calibration list")
+    return [n.split("/")[-1] for n in names]
+
+
+class Harness:
+    def __init__(self, workload, opts: InferOptions, checkpoint: weights.Checkpoint, cfg,
+                 data):
+        self.workload, self.opts, self.checkpoint, self.cfg, self.data = (
+            workload, opts, checkpoint, cfg, data)
+        self.model = workload.inference_model
+        self.samples_dir = os.path.join(opts.workdir, "samples")
+        self.conf = os.path.join(opts.workdir, "user.conf")
+        self.calibration_path = os.path.join(opts.workdir, "calibration.npz")
+
+    def request(self, kind: str, outdir: str, **fields) -> dict:
+        o = self.opts
+        return {"kind": kind, "workload": self.workload.name, "model": self.model,
+                "checkpoint": os.path.abspath(self.checkpoint.workdir),
+                "precision": o.precision, "data_dir": self.data.data_dir,
+                "calibration": self.calibration_path if o.precision == "int8" else None,
+                "samples_dir": self.samples_dir, "conf": self.conf, "outdir": outdir,
+                "max_batch": o.max_batch, "server_max_batch": o.server_max_batch,
+                "server_wait_ms": o.server_wait_ms, **fields}
+
+    def spawn(self, req: dict) -> dict:
+        os.makedirs(req["outdir"], exist_ok=True)
+        path = os.path.join(req["outdir"], "request.json")
+        with open(path, "w") as f:
+            json.dump(req, f, indent=1)
+        out_path = os.path.join(req["outdir"], "output.txt")
+        # The child runs in its outdir (nothing of LoadGen's lands elsewhere) and imports
+        # this same copy of jaxperf, installed or not.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        with open(out_path, "w") as out:
+            rc = subprocess.call([sys.executable, "-m", "suite.serving.child", path],
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=req["outdir"],
+                                 env=env)
+        if rc != 0:
+            with open(out_path) as f:
+                lines = [line.strip() for line in f if line.strip()]
+            last = lines[-1] if lines else f"exit {rc}"
+            raise UserError(f"{req['kind']} process for {req.get('scenario', 'tuning')} failed: "
+                            f"{last[:300]} (see {out_path})")
+        with open(os.path.join(req["outdir"], child_lib.RESULT)) as f:
+            return json.load(f)
+
+    def prepare(self) -> None:
+        count = samples_lib.write(self.workload, self.cfg, self.data, self.samples_dir)
+        preset = self.checkpoint.meta.get("preset", "tiny")
+        # A first user.conf for the tuning runs (their durations are their own).
+        self.write_conf(preset, count, {})
+        tune = self.spawn(self.request("tune", os.path.join(self.opts.workdir, "tune"),
+                                       scenarios=list(self.opts.scenarios), tune_ms=1000))
+        self.tuned = tune
+        self.write_conf(preset, count, tune["found"])
+        for key, value in sorted(tune["found"].items()):
+            say(f"user.conf: {self.model}.{key} = {value:.6g} (measured)")
+
+    def write_conf(self, preset: str, count: int, found: dict) -> None:
+        with open(self.conf, "w") as f:
+            f.write(settings_lib.user_conf(self.model, preset, count, found))
+
+    def test(self, scenario: str, mode: str, audit: str | None = None,
+             outdir: str | None = None) -> dict:
+        outdir = outdir or os.path.join(self.opts.workdir, scenario, mode)
+        return self.spawn(self.request("test", outdir, scenario=scenario, mode=mode,
+                                       audit=audit))
+
+
+def run(workload, opts: InferOptions, expected_cfg) -> list[dict]:
+    import ml_collections
+
+    if opts.division == "closed":
+        raise UserError("our own trained weights make an open-division result; closed needs "
+                        "MLCommons' reference weights (not supported yet): pass --division=open")
+    if workload.inference_model is None and opts.checkpoint is None:
+        raise UserError(f"{workload.name} cannot be served yet; suite.infer serves resnet")
+    checkpoint = checkpoint_for(workload, opts, expected_cfg)
+    if workload.inference_model is None:
+        raise UserError(f"{workload.name} cannot be served yet; suite.infer serves resnet")
+    cfg = ml_collections.ConfigDict(checkpoint.config)
+    data_dir = opts.data_dir or checkpoint.options.get("data_dir")
+    data = dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
+    workdir_lib.check_writable(opts.workdir)
+    calibration = None
+    if opts.precision == "int8":  # read once here; every scenario's process loads it
+        names = read_calibration_list(opts.calibration_list)
+        calibration = workload.calibration_inputs(cfg, data, names)
+    elif opts.calibration_list:
+        raise UserError("--calibration_list is for --precision=int8; drop it or pass int8")
+    try:
+        os.makedirs(opts.workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --workdir {opts.workdir} ({e.strerror}); pick another "
+                        "path") from e
+    harness = Harness(workload, opts, checkpoint, cfg, data)
+    if calibration is not None:
+        np.savez(harness.calibration_path, **calibration)
+    say(f"serving {workload.name} ({opts.precision}) from {checkpoint.workdir} "
+        f"(trained: {checkpoint.meta['reason']}), {opts.division} division, workdir "
+        f"{opts.workdir}")
+    harness.prepare()
+    rows = []
+    for scenario in opts.scenarios:
+        row = {"scenario": scenario}
+        for mode in opts.modes:
+            result = harness.test(scenario, mode)
+            row[mode] = result
+            say(f"{scenario} {mode}: " + _describe(result, workload))
+        rows.append(row)
+    with open(os.path.join(opts.workdir, "results.json"), "w") as f:
+        json.dump({"precision": opts.precision, "checkpoint": checkpoint.workdir,
+                   "tune": harness.tuned, "rows": rows}, f, indent=1)
+    return rows
+
+
+def _describe(result: dict, workload) -> str:
+    if result["mode"] == "performance":
+        return (f"{'VALID' if result['valid'] else 'INVALID'} {result['metric']:.4g} "
+                f"{result['unit']}" + (f" ({result['reason']})" if result["reason"] else ""))
+    metric = workload.target.metric
+    return f"{metric} {result[metric]:.4f} over {result['answered']} samples"

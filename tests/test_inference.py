@@ -1,0 +1,210 @@
+"""MLPerf inference through the official LoadGen, on weights our own tiny training made.
+
+One tiny ResNet is trained, then served in all four scenarios in both modes by
+`python -m suite.infer`, as a user would run it; the tests read what LoadGen wrote.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from suite import weights
+from suite.serving import results
+from tests.helpers import ROOT, run_infer, run_main
+
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("infer-cache"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache):
+    workdir = str(tmp_path_factory.mktemp("train") / "run")
+    proc = run_main(["--workload=resnet", f"--workdir={workdir}", "--nocheck_log"], cache)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, cache, trained):
+    workdir = str(tmp_path_factory.mktemp("serve") / "fp32")
+    proc = run_infer([f"--checkpoint={trained}", f"--workdir={workdir}"], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir, proc
+
+
+def assert_one_error(proc, needle: str) -> None:
+    """Exit 2 and one error line (TensorFlow may log its own lines as it loads)."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def result(workdir, scenario, mode):
+    with open(os.path.join(workdir, scenario, mode, "result.json")) as f:
+        return json.load(f)
+
+
+def test_training_saves_its_final_weights(trained):
+    with open(os.path.join(trained, weights.META)) as f:
+        meta = json.load(f)
+    assert meta["workload"] == "resnet" and meta["reached_target"] is True
+    assert meta["metrics"]["top1"] >= 0.95
+    assert os.path.isfile(os.path.join(trained, weights.FOLDER, "_CHECKPOINT_METADATA"))
+
+
+def test_every_scenario_ends_valid_by_loadgens_verdict(served):
+    workdir, proc = served
+    for scenario in SCENARIOS:
+        detail = results.detail(os.path.join(workdir, scenario, "performance"))
+        assert detail["result_validity"] == "VALID", (scenario, detail.get(
+            "result_invalid_reason"))
+        assert detail["effective_scenario"] == scenario
+        assert detail["num_errors"] == 0
+        # The table's row names the scenario and LoadGen's verdict.
+        assert any(line.startswith(scenario) and "VALID" in line
+                   for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_accuracy_mode_equals_the_training_eval(served, trained):
+    workdir, _ = served
+    with open(os.path.join(trained, weights.META)) as f:
+        eval_top1 = json.load(f)["metrics"]["top1"]
+    for scenario in SCENARIOS:
+        acc = result(workdir, scenario, "accuracy")
+        assert acc["answered"] == 297  # the whole eval split
+        assert acc["top1"] == eval_top1, scenario
+
+
+def test_nothing_compiles_inside_a_timed_test(served):
+    workdir, _ = served
+    for scenario in SCENARIOS:
+        for mode in ("performance", "accuracy"):
+            assert result(workdir, scenario, mode)["compiles"] == 0, (scenario, mode)
+
+
+def test_each_scenario_batches_as_its_rules_say(served):
+    workdir, _ = served
+    single = result(workdir, "SingleStream", "performance")
+    multi = result(workdir, "MultiStream", "performance")
+    offline = result(workdir, "Offline", "performance")
+    assert single["batches"] == single["samples"]  # one sample per query, never grouped
+    assert multi["samples"] == 8 * multi["batches"]  # each query's 8 samples, one batch
+    assert offline["samples"] / offline["batches"] > 100  # full batches of up to 128
+
+
+def test_user_conf_records_the_measured_numbers(served):
+    workdir, _ = served
+    with open(os.path.join(workdir, "user.conf")) as f:
+        conf = f.read()
+    for key in ("SingleStream.target_latency", "MultiStream.target_latency",
+                "Server.target_qps", "Offline.target_qps"):
+        assert f"resnet50.{key} = " in conf
+    with open(os.path.join(workdir, "results.json")) as f:
+        tune = json.load(f)["tune"]
+    trials = tune["server_trials"]
+    # The search raised the QPS until a run missed the latency bound, then bisected.
+    assert any(t["meets_latency_bound"] for t in trials)
+    assert any(not t["meets_latency_bound"] for t in trials)
+    found = tune["found"]["Server.target_qps"]
+    assert found < min(t["target_qps"] for t in trials if not t["meets_latency_bound"])
+
+
+def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):
+    """Validity is LoadGen's verdict: far too many queries per second miss the bound."""
+    import subprocess
+    import sys
+
+    workdir, _ = served
+    with open(os.path.join(workdir, "Server", "performance", "request.json")) as f:
+        req = json.load(f)
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet50.*.performance_sample_count_override = 297\n"
+                    "*.*.min_duration = 500\nresnet50.Server.target_qps = 40000\n")
+    req.update(conf=str(conf), outdir=str(tmp_path / "out"))
+    os.makedirs(req["outdir"])
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "suite.serving.child",
+                           str(tmp_path / "req.json")], capture_output=True, text=True,
+                          cwd=req["outdir"], timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    detail = results.detail(req["outdir"])
+    assert detail["result_validity"] == "INVALID"
+    assert detail["result_perf_constraints_met"] is False
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--checkpoint=/nonexistent/run"], "does not exist"),
+    (["--scenario=Streaming"], "--scenario"),
+    (["--precision=int4"], "--precision"),
+    (["--division=closed"], "open-division"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path, cache):
+    workdir = tmp_path / "out"
+    proc = run_infer([*args, f"--workdir={workdir}"], cache)
+    assert_one_error(proc, needle)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--workload=transformer"], "holds resnet weights, not transformer"),
+    (["--config.model=resnet50"], "model='resnet_tiny'"),
+    (["--precision=int8", "--calibration_list=LIST"], "not in split"),
+    (["--workdir=FILE/out"], "is a file, not a directory"),
+])
+def test_bad_checkpoint_or_paths_are_one_line(args, needle, trained, tmp_path, cache):
+    listing = tmp_path / "cal.txt"
+    listing.write_text("digit_0000.jpeg\nnot_a_digit.jpeg\n")
+    args = [a.replace("LIST", str(listing)).replace("FILE", str(listing)) for a in args]
+    workdir = tmp_path / "out"
+    if not any(a.startswith("--workdir") for a in args):
+        args.append(f"--workdir={workdir}")
+    proc = run_infer([f"--checkpoint={trained}", *args], cache)
+    assert_one_error(proc, needle)
+    assert not workdir.exists()
+
+
+def test_an_unconverged_run_is_refused_unless_open_allows_it(tmp_path, cache):
+    workdir = str(tmp_path / "short")
+    proc = run_main(["--workload=resnet", f"--workdir={workdir}", "--config.max_epochs=1",
+                     "--nocheck_log"], cache)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    with open(os.path.join(workdir, weights.META)) as f:
+        assert json.load(f)["reached_target"] is False
+    out = tmp_path / "out"
+    proc = run_infer([f"--checkpoint={workdir}", f"--workdir={out}"], cache)
+    assert proc.returncode == 2 and "never reached its target" in proc.stderr
+    assert not out.exists()
+    proc = run_infer([f"--checkpoint={workdir}", f"--workdir={out}", "--allow_unconverged",
+                      "--scenario=SingleStream", "--mode=accuracy"], cache)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    answers, seen = results.answers(str(out / "SingleStream" / "accuracy"), np.int32, 297)
+    assert seen.all()
+
+
+def test_int8_keeps_99_percent_of_fp32_and_runs_int8(served, trained, tmp_path, cache):
+    """Static w8a8 after folding batch norm, calibrated on the training split."""
+    workdir, _ = served
+    out = tmp_path / "int8"
+    proc = run_infer([f"--checkpoint={trained}", f"--workdir={out}", "--precision=int8",
+                      "--scenario=Offline"], cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fp32 = result(workdir, "Offline", "accuracy")
+    int8 = result(str(out), "Offline", "accuracy")
+    assert int8["answered"] == 297
+    assert int8["top1"] >= 0.99 * fp32["top1"], (int8["top1"], fp32["top1"])
+    assert results.detail(str(out / "Offline" / "performance"))["result_validity"] == "VALID"
+    # The compiled program multiplies int8 by int8; the fp32 one has no integer matmul.
+    assert int8["matmul_input_types"].get("s8xs8", 0) > 0
+    assert set(fp32["matmul_input_types"]) == {"f32xf32"}
+    # Calibrated on the first 500 training images, never on eval data.
+    with np.load(out / "calibration.npz") as f:
+        assert f["image"].shape[0] == 500
