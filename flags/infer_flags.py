@@ -25,11 +25,20 @@ WORKDIR = flags.DEFINE_string(
     "Default: runs/infer-<workload>-<precision>-<time>.")
 SUBMISSION_DIR = flags.DEFINE_string(
     "submission_dir", None, "Write an MLPerf inference submission package here.")
+SUBMISSION_ORG = flags.DEFINE_string("submission_org", "jaxperf",
+                                     "The submitter: the package's org directory.")
+SYSTEM_NAME = flags.DEFINE_string(
+    "system_name", None, "Package system name (default: detected, e.g. 1xcpu).")
+SYSTEM = flags.DEFINE_multi_string(
+    "system", [], "Override a detected system-description field: --system=field=value.")
 DIVISION = flags.DEFINE_enum("division", "open", ("open", "closed"),
                              "Our own trained weights make an open-division result.")
 ALLOW_UNCONVERGED = flags.DEFINE_bool(
     "allow_unconverged", False, "Serve weights of a run that never reached its target "
     "(open division only).")
+COMPLIANCE = flags.DEFINE_bool(
+    "compliance", None, "Run and verify the compliance tests TEST01 and TEST04 after each "
+    "scenario. Default: with --submission_dir.")
 MAX_BATCH = flags.DEFINE_integer("max_batch", 128, "Offline batch size (the largest bucket).")
 SERVER_MAX_BATCH = flags.DEFINE_integer("server_max_batch", 32,
                                         "Largest batch Server's dynamic batcher closes.")

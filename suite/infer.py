@@ -38,7 +38,9 @@ def main(argv) -> None:
     from suite.serving import report
 
     print(report.table(rows), flush=True)
-    if not all(r.get("performance", {}).get("valid", True) for r in rows):
+    # LoadGen's verdicts and the compliance tests decide the exit code.
+    if not all(r.get("performance", {}).get("valid", True)
+               and all(r.get("compliance", {}).values()) for r in rows):
         sys.exit(1)
 
 
@@ -54,7 +56,9 @@ def options(workload):
         modes=modes, precision=F.PRECISION.value, workdir=workdir, data_dir=F.DATA_DIR.value,
         calibration_list=F.CALIBRATION_LIST.value, division=F.DIVISION.value,
         allow_unconverged=F.ALLOW_UNCONVERGED.value, max_batch=F.MAX_BATCH.value,
-        server_max_batch=F.SERVER_MAX_BATCH.value, server_wait_ms=F.SERVER_WAIT_MS.value)
+        server_max_batch=F.SERVER_MAX_BATCH.value, server_wait_ms=F.SERVER_WAIT_MS.value,
+        compliance=(F.COMPLIANCE.value if F.COMPLIANCE.value is not None
+                    else bool(F.SUBMISSION_DIR.value)))
 
 
 def run():
@@ -66,9 +70,23 @@ def run():
                         ("--server_max_batch", opts.server_max_batch)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+    package = None
     if F.SUBMISSION_DIR.value:
-        raise UserError("--submission_dir is not supported by suite.infer yet; run without it")
-    return harness.run(workload, opts, cli.config())
+        from suite.serving import package as package_lib
+
+        overrides = {}
+        for item in F.SYSTEM.value:
+            field, sep, value = item.partition("=")
+            if not sep:
+                raise UserError(f"--system={item}: use --system=field=value")
+            overrides[field] = value
+        # Detected and checked before anything runs, so a bad field wastes no run.
+        package = harness.Package(F.SUBMISSION_DIR.value, package_lib.system(
+            org=F.SUBMISSION_ORG.value, system_name=F.SYSTEM_NAME.value,
+            scenarios=opts.scenarios, overrides=overrides), " ".join(sys.argv))
+        if set(opts.modes) != {"performance", "accuracy"}:
+            raise UserError("a submission needs both modes: drop --mode or pass --mode=both")
+    return harness.run(workload, opts, cli.config(), package)
 
 
 if __name__ == "__main__":

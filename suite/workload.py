@@ -220,6 +220,7 @@ class Workload(abc.ABC):
     # LoadGen's name of the model (its mlperf.conf keys, the submission's benchmark);
     # None: this workload is not served yet.
     inference_model: str | None = None
+    answer_dtype: str = "int32"  # of each sample's answer in LoadGen's response buffers
 
     def model_fields(self, cfg) -> dict[str, Any]:
         """Config fields that fix the weights' shapes: a checkpoint must match them."""
@@ -241,6 +242,14 @@ class Workload(abc.ABC):
         inputs) -> one answer per sample (e.g. a class index) is pure and jittable.
         int8 gets its calibration inputs and may compute eagerly to calibrate."""
         raise UserError(f"{self.name} cannot be served yet (suite.infer)")
+
+    def weight_transformations(self, precision: str) -> str:
+        """What serving at this precision did to the trained weights (measurements.json)."""
+        return "none"
+
+    def default_calibration_note(self, cfg) -> str:
+        """Which images the preset's default calibration set holds (calibration.md)."""
+        return "none"
 
     def score_answers(self, cfg, answers: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Accuracy of the answers LoadGen logged, one per sample, in sample order."""

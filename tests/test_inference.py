@@ -1,7 +1,9 @@
 """MLPerf inference through the official LoadGen, on weights our own tiny training made.
 
-One tiny ResNet is trained, then served in all four scenarios in both modes by
-`python -m suite.infer`, as a user would run it; the tests read what LoadGen wrote.
+One tiny ResNet is trained, then served in all four scenarios in both modes, with the
+compliance tests and a submission package, by `python -m suite.infer` as a user would run
+it; the tests read what LoadGen wrote. LoadGen's verdicts and the compliance tests' timing
+comparisons measure time, so these tests run alone, after the parallel ones (mark 'alone').
 """
 
 import json
@@ -15,6 +17,7 @@ from suite.serving import results
 from tests.helpers import ROOT, run_infer, run_main
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+pytestmark = pytest.mark.alone
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +35,14 @@ def trained(tmp_path_factory, cache):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, cache, trained):
-    workdir = str(tmp_path_factory.mktemp("serve") / "fp32")
-    proc = run_infer([f"--checkpoint={trained}", f"--workdir={workdir}"], cache)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return workdir, proc
+    base = tmp_path_factory.mktemp("serve")
+    workdir, submission = str(base / "fp32"), str(base / "submission")
+    proc = run_infer([f"--checkpoint={trained}", f"--workdir={workdir}",
+                      f"--submission_dir={submission}", "--system_name=cpu_tiny"], cache)
+    # Exit 1 says a LoadGen verdict or a compliance test failed: the tests below say which.
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "inference submission package:" in proc.stdout, proc.stdout[-3000:]
+    return workdir, proc, submission
 
 
 def assert_one_error(proc, needle: str) -> None:
@@ -60,7 +67,7 @@ def test_training_saves_its_final_weights(trained):
 
 
 def test_every_scenario_ends_valid_by_loadgens_verdict(served):
-    workdir, proc = served
+    workdir, proc, _ = served
     for scenario in SCENARIOS:
         detail = results.detail(os.path.join(workdir, scenario, "performance"))
         assert detail["result_validity"] == "VALID", (scenario, detail.get(
@@ -73,7 +80,7 @@ def test_every_scenario_ends_valid_by_loadgens_verdict(served):
 
 
 def test_accuracy_mode_equals_the_training_eval(served, trained):
-    workdir, _ = served
+    workdir, _, _ = served
     with open(os.path.join(trained, weights.META)) as f:
         eval_top1 = json.load(f)["metrics"]["top1"]
     for scenario in SCENARIOS:
@@ -83,14 +90,14 @@ def test_accuracy_mode_equals_the_training_eval(served, trained):
 
 
 def test_nothing_compiles_inside_a_timed_test(served):
-    workdir, _ = served
+    workdir, _, _ = served
     for scenario in SCENARIOS:
         for mode in ("performance", "accuracy"):
             assert result(workdir, scenario, mode)["compiles"] == 0, (scenario, mode)
 
 
 def test_each_scenario_batches_as_its_rules_say(served):
-    workdir, _ = served
+    workdir, _, _ = served
     single = result(workdir, "SingleStream", "performance")
     multi = result(workdir, "MultiStream", "performance")
     offline = result(workdir, "Offline", "performance")
@@ -100,7 +107,7 @@ def test_each_scenario_batches_as_its_rules_say(served):
 
 
 def test_user_conf_records_the_measured_numbers(served):
-    workdir, _ = served
+    workdir, _, _ = served
     with open(os.path.join(workdir, "user.conf")) as f:
         conf = f.read()
     for key in ("SingleStream.target_latency", "MultiStream.target_latency",
@@ -121,7 +128,7 @@ def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):
     import subprocess
     import sys
 
-    workdir, _ = served
+    workdir, _, _ = served
     with open(os.path.join(workdir, "Server", "performance", "request.json")) as f:
         req = json.load(f)
     conf = tmp_path / "user.conf"
@@ -192,11 +199,13 @@ def test_an_unconverged_run_is_refused_unless_open_allows_it(tmp_path, cache):
 
 def test_int8_keeps_99_percent_of_fp32_and_runs_int8(served, trained, tmp_path, cache):
     """Static w8a8 after folding batch norm, calibrated on the training split."""
-    workdir, _ = served
+    workdir, _, _ = served
     out = tmp_path / "int8"
     proc = run_infer([f"--checkpoint={trained}", f"--workdir={out}", "--precision=int8",
-                      "--scenario=Offline"], cache)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                      "--scenario=Offline", f"--submission_dir={tmp_path / 'submission'}",
+                      "--system_name=cpu_tiny"], cache)
+    # Exit 1 where a compliance test's timing comparison failed (see the test above).
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     fp32 = result(workdir, "Offline", "accuracy")
     int8 = result(str(out), "Offline", "accuracy")
     assert int8["answered"] == 297
@@ -208,3 +217,125 @@ def test_int8_keeps_99_percent_of_fp32_and_runs_int8(served, trained, tmp_path, 
     # Calibrated on the first 500 training images, never on eval data.
     with np.load(out / "calibration.npz") as f:
         assert f["image"].shape[0] == 500
+    # The package says how: calibration.md, and int8 weights in measurements.json.
+    org = tmp_path / "submission" / "open" / "jaxperf"
+    calibration = (org / "documentation" / "calibration.md").read_text()
+    assert "first 500 images" in calibration and "per output channel" in calibration
+    scenario = org / "results" / "cpu_tiny" / "resnet50" / "Offline"
+    assert json.loads((scenario / "measurements.json").read_text())["weight_data_types"] == "int8"
+
+
+def _score(perf: dict) -> float:
+    """Higher is better: queries/s of a latency, or samples/s."""
+    return 1e3 / perf["metric"] if perf["unit"] == "ms" else perf["metric"]
+
+
+def test_compliance_tests_are_run_and_verified_in_every_scenario(served):
+    workdir, proc, _ = served
+    said = {line.split(" compliance: ")[0]: line.split(" compliance: ")[1]
+            for line in proc.stdout.splitlines() if " compliance: " in line}
+    for scenario in SCENARIOS:
+        test01 = os.path.join(workdir, scenario, "TEST01")
+        # The sampled responses of a performance run are the accuracy run's, sample by sample.
+        expected, answered = results.answers(os.path.join(workdir, scenario, "accuracy"),
+                                             np.int32, 297)
+        sampled, logged = results.answers(os.path.join(test01, "performance", "run_1"),
+                                          np.int32, 297)
+        assert logged.sum() > 0 and answered[logged].all()
+        assert (sampled[logged] == expected[logged]).all()
+        with open(os.path.join(test01, "verify_accuracy.txt")) as f:
+            verify = f.read().splitlines()
+        assert f"matching the accuracy run = {int(logged.sum())}" in verify
+        assert verify[-1] == "TEST PASS"
+        # Each performance verdict is MLPerf's rule applied to the scores LoadGen logged:
+        # TEST01 within 10 % of the normal run, TEST04 not more than 10 % faster (20 % for
+        # latencies under 0.2 ms / 1.6 ms). Whether they pass depends on this machine's
+        # timing noise, so the tests check that each verdict is right, not that it is PASS.
+        ref = result(workdir, scenario, "performance")
+        fast = {"SingleStream": 0.2, "MultiStream": 1.6}.get(scenario, 0.0)
+        tol = 0.2 if ref["metric"] <= fast else 0.1
+        for test in ("TEST01", "TEST04"):
+            new = results.performance(os.path.join(workdir, scenario, test, "performance",
+                                                   "run_1"), scenario)
+            ratio = _score(new) / _score(ref)
+            ok = ratio < 1 + tol if test == "TEST04" else abs(ratio - 1) <= tol
+            ok = ok and ref["valid"] and new["valid"]
+            with open(os.path.join(workdir, scenario, test, "verify_performance.txt")) as f:
+                verdict = f.read().splitlines()[-1]
+            assert verdict.startswith("TEST PASS" if ok else "TEST FAIL"), (scenario, test)
+            assert f"{test} {'PASS' if ok else 'FAIL'}" in said[scenario], said[scenario]
+        # TEST04 issued one sample again and again, and the SUT computed every one of them.
+        run = os.path.join(workdir, scenario, "TEST04", "performance", "run_1")
+        detail = results.detail(run)
+        assert detail["effective_performance_issue_same"] is True
+        assert detail["effective_performance_issue_same_index"] == 3
+        with open(os.path.join(run, "result.json")) as f:
+            stats = json.load(f)
+        assert stats["samples"] >= detail["result_query_count"]
+
+
+def test_the_package_has_the_inference_layout(served):
+    import hashlib
+    import re
+
+    workdir, _, submission = served
+    org = os.path.join(submission, "open", "jaxperf")
+    with open(os.path.join(org, "systems", "cpu_tiny.json")) as f:
+        system = json.load(f)
+    assert system["division"] == "open" and system["status"] == "rdi"
+    assert system["system_type"] == "datacenter,edge"  # Server and the edge scenarios
+    assert all(isinstance(v, str) and v for v in system.values())
+    assert os.path.isfile(os.path.join(org, "src", "jaxperf", "suite", "infer.py"))
+    for scenario in SCENARIOS:
+        where = os.path.join(org, "results", "cpu_tiny", "resnet50", scenario)
+        for name in ("measurements.json", "user.conf", "README.md",
+                     "performance/run_1/mlperf_log_detail.txt",
+                     "performance/run_1/mlperf_log_summary.txt",
+                     "accuracy/mlperf_log_detail.txt", "accuracy/mlperf_log_accuracy.json",
+                     "TEST01/verify_accuracy.txt", "TEST01/verify_performance.txt",
+                     "TEST01/accuracy/mlperf_log_accuracy.json",
+                     "TEST01/performance/run_1/mlperf_log_detail.txt",
+                     "TEST04/verify_performance.txt",
+                     "TEST04/performance/run_1/mlperf_log_summary.txt"):
+            assert os.path.getsize(os.path.join(where, name)) > 0, (scenario, name)
+        with open(os.path.join(where, "measurements.json")) as f:
+            assert json.load(f)["weight_data_types"] == "fp32"
+        # accuracy.txt as MLPerf's checker reads it, with the hash of the whole log.
+        with open(os.path.join(where, "accuracy", "accuracy.txt")) as f:
+            text = f.read()
+        top1 = result(workdir, scenario, "accuracy")["top1"]
+        assert float(re.match(r"^accuracy=([\d.]+)%", text).group(1)) == round(100 * top1, 3)
+        with open(os.path.join(workdir, scenario, "accuracy", "mlperf_log_accuracy.json"),
+                  "rb") as f:
+            whole = f.read()
+        assert f"hash={hashlib.sha256(whole).hexdigest()}" in text.splitlines()
+        assert os.path.getsize(os.path.join(where, "accuracy", "mlperf_log_accuracy.json")) \
+            <= 10240 < len(whole)
+
+
+def test_the_official_checker_fails_only_the_size_rules(served):
+    """mlcommons/inference's submission checker is not on PyPI: a checkout is needed."""
+    from suite.serving import package
+
+    repo = os.environ.get("MLPERF_INFERENCE_REPO")
+    if not repo or not os.path.isdir(repo):
+        pytest.skip("set MLPERF_INFERENCE_REPO to a checkout of mlcommons/inference")
+    _, _, submission = served
+    verdict = package.check(submission, repo)
+    assert not verdict["passed"]
+    assert verdict["size_only"], verdict["errors"]
+    # One duration error per scenario; one dataset-size error per accuracy run.
+    assert sum("Test duration less than 600s" in e for e in verdict["errors"]) == 4
+    assert sum("does not cover all dataset" in e for e in verdict["errors"]) == 4
+
+
+def test_submission_check_without_the_inference_repo_says_how_to_get_it(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tools.submission", "check", str(tmp_path),
+                           f"--inference_repo={tmp_path / 'missing'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "git clone https://github.com/mlcommons/inference" \
+        in proc.stderr

@@ -137,7 +137,8 @@ def run_test(lg, req: dict) -> dict:
     if mode == "performance":
         out.update(results.performance(req["outdir"], scenario))
     else:
-        answers, seen = results.answers(req["outdir"], np.int32, harness.samples.count)
+        answers, seen = results.answers(req["outdir"], harness.workload.answer_dtype,
+                                        harness.samples.count)
         out["answered"] = int(seen.sum())
         out.update(harness.workload.score_answers(
             harness.cfg, answers[seen], harness.samples.labels[seen]))

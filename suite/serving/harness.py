@@ -17,10 +17,11 @@ import sys
 import numpy as np
 
 from common.errors import UserError
-from suite import weights
+from suite import system_desc, weights
 from suite import workdir as workdir_lib
 from suite.lifecycle import say
 from suite.serving import child as child_lib
+from suite.serving import compliance as compliance_lib
 from suite.serving import samples as samples_lib
 from suite.serving import settings as settings_lib
 
@@ -40,6 +41,7 @@ class InferOptions:
     max_batch: int
     server_max_batch: int
     server_wait_ms: float
+    compliance: bool = False  # TEST01 and TEST04 after each scenario's runs
 
 
 def weights_cache() -> str:
@@ -116,6 +118,7 @@ class Harness:
         self.samples_dir = os.path.join(opts.workdir, "samples")
         self.conf = os.path.join(opts.workdir, "user.conf")
         self.calibration_path = os.path.join(opts.workdir, "calibration.npz")
+        self.calibration_note = ""
 
     def request(self, kind: str, outdir: str, **fields) -> dict:
         o = self.opts
@@ -152,20 +155,37 @@ class Harness:
             return json.load(f)
 
     def prepare(self) -> None:
-        count = samples_lib.write(self.workload, self.cfg, self.data, self.samples_dir)
+        samples_lib.write(self.workload, self.cfg, self.data, self.samples_dir)
         preset = self.checkpoint.meta.get("preset", "tiny")
         # A first user.conf for the tuning runs (their durations are their own).
-        self.write_conf(preset, count, {})
+        self.write_conf(preset, {})
         tune = self.spawn(self.request("tune", os.path.join(self.opts.workdir, "tune"),
                                        scenarios=list(self.opts.scenarios), tune_ms=1000))
         self.tuned = tune
-        self.write_conf(preset, count, tune["found"])
+        self.write_conf(preset, tune["found"])
         for key, value in sorted(tune["found"].items()):
             say(f"user.conf: {self.model}.{key} = {value:.6g} (measured)")
 
-    def write_conf(self, preset: str, count: int, found: dict) -> None:
+    def write_conf(self, preset: str, found: dict) -> None:
         with open(self.conf, "w") as f:
-            f.write(settings_lib.user_conf(self.model, preset, count, found))
+            f.write(settings_lib.user_conf(self.model, preset, found))
+
+    def compliance(self, scenario: str, reference: dict) -> dict[str, bool]:
+        """TEST01 and TEST04 of one scenario, each a performance run under its audit.config,
+        verified against this scenario's normal runs; True where it passed."""
+        passed = {}
+        for test in compliance_lib.TESTS:
+            base = os.path.join(self.opts.workdir, scenario, test)
+            audit = compliance_lib.write_audit(test, os.path.join(base, "audit.config"))
+            run_dir = os.path.join(base, "performance", "run_1")
+            self.test(scenario, "performance", audit=audit, outdir=run_dir)
+            if test == "TEST01":
+                passed[test] = compliance_lib.verify_test01(
+                    scenario, os.path.join(self.opts.workdir, scenario, "accuracy"), reference,
+                    run_dir, self.workload.answer_dtype, self.data.eval_examples, base)
+            else:
+                passed[test] = compliance_lib.verify_test04(scenario, reference, run_dir, base)
+        return passed
 
     def test(self, scenario: str, mode: str, audit: str | None = None,
              outdir: str | None = None) -> dict:
@@ -174,7 +194,14 @@ class Harness:
                                        audit=audit))
 
 
-def run(workload, opts: InferOptions, expected_cfg) -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class Package:
+    root: str
+    system: dict
+    command: str
+
+
+def run(workload, opts: InferOptions, expected_cfg, package: Package | None = None) -> list[dict]:
     import ml_collections
 
     if opts.division == "closed":
@@ -189,10 +216,18 @@ def run(workload, opts: InferOptions, expected_cfg) -> list[dict]:
     data_dir = opts.data_dir or checkpoint.options.get("data_dir")
     data = dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
     workdir_lib.check_writable(opts.workdir)
+    if package is not None:
+        workdir_lib.check_writable(package.root)
+    if opts.compliance and set(opts.modes) != {"performance", "accuracy"}:
+        raise UserError("compliance tests compare with both the performance and the accuracy "
+                        "run: pass --mode=both")
     calibration = None
     if opts.precision == "int8":  # read once here; every scenario's process loads it
         names = read_calibration_list(opts.calibration_list)
         calibration = workload.calibration_inputs(cfg, data, names)
+        calibration_note = (
+            f"The {len(names)} training images listed in {opts.calibration_list}."
+            if names else workload.default_calibration_note(cfg))
     elif opts.calibration_list:
         raise UserError("--calibration_list is for --precision=int8; drop it or pass int8")
     try:
@@ -203,6 +238,7 @@ def run(workload, opts: InferOptions, expected_cfg) -> list[dict]:
     harness = Harness(workload, opts, checkpoint, cfg, data)
     if calibration is not None:
         np.savez(harness.calibration_path, **calibration)
+        harness.calibration_note = calibration_note
     say(f"serving {workload.name} ({opts.precision}) from {checkpoint.workdir} "
         f"(trained: {checkpoint.meta['reason']}), {opts.division} division, workdir "
         f"{opts.workdir}")
@@ -214,11 +250,68 @@ def run(workload, opts: InferOptions, expected_cfg) -> list[dict]:
             result = harness.test(scenario, mode)
             row[mode] = result
             say(f"{scenario} {mode}: " + _describe(result, workload))
+        if opts.compliance:
+            row["compliance"] = harness.compliance(scenario, row["performance"])
+            say(f"{scenario} compliance: " + ", ".join(
+                f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in row["compliance"].items()))
         rows.append(row)
     with open(os.path.join(opts.workdir, "results.json"), "w") as f:
         json.dump({"precision": opts.precision, "checkpoint": checkpoint.workdir,
                    "tune": harness.tuned, "rows": rows}, f, indent=1)
+    failed = [f"{r['scenario']} {t}" for r in rows for t, ok in r.get("compliance", {}).items()
+              if not ok]
+    if failed:
+        say(f"compliance FAILED: {', '.join(failed)} (see the verify_*.txt files under "
+            f"{opts.workdir}); a closed-division package needs them to pass")
+    if package is not None:
+        org_dir = write_package(harness, package, rows)
+        say(f"inference submission package: {org_dir}")
     return rows
+
+
+def write_package(harness: "Harness", package: Package, rows: list[dict]) -> str:
+    from suite.serving import package as package_lib
+
+    workload, opts, checkpoint = harness.workload, harness.opts, harness.checkpoint
+    measurements = {
+        "input_data_types": "fp32",
+        "retraining": "no",
+        "starting_weights_filename": f"{os.path.abspath(checkpoint.workdir)}/"
+                                     f"{weights.FOLDER} (jaxperf {workload.name} training run, "
+                                     f"{checkpoint.meta.get('preset')} preset)",
+        "weight_data_types": {"fp32": "fp32", "bf16": "fp32 (bf16 compute)",
+                              "int8": "int8"}[opts.precision],
+        "weight_transformations": workload.weight_transformations(opts.precision),
+    }
+    readme = "\n".join([
+        f"# {workload.inference_model}: jaxperf, {opts.precision}",
+        "",
+        "Open division: the weights come from jaxperf's own training run, not MLCommons' "
+        "reference weights.",
+        "" if checkpoint.meta.get("preset") == "reference" else
+        "Tiny preset: a small model, a small dataset and seconds-long runs that check the "
+        "harness; not a valid MLPerf result.",
+        "",
+        "Reproduce:",
+        "",
+        f"    {package.command}",
+        "",
+        f"Checkpoint: {os.path.abspath(checkpoint.workdir)} (trained: {checkpoint.meta['reason']})",
+        f"Code: jaxperf {system_desc.code_version()}",
+        "",
+    ])
+    calibration_md = None
+    if opts.precision == "int8":
+        from suite.serving import quantize
+
+        calibration_md = "\n".join([
+            "# Calibration and quantization (int8)", "",
+            "## Calibration set", "",
+            harness.calibration_note, "",
+            "## Method", "", quantize.__doc__.split("\n", 2)[2].strip(), ""])
+    return package_lib.write(package.root, workdir=opts.workdir, rows=rows, workload=workload,
+                             system_json=package.system, measurements=measurements,
+                             readme=readme, calibration_md=calibration_md)
 
 
 def _describe(result: dict, workload) -> str:

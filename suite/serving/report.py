@@ -16,7 +16,10 @@ def table(rows: list[dict]) -> str:
         if acc:
             scores = {k: v for k, v in acc.items() if k in ("top1",)}
             accuracy = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-        lines.append(f"{scenario:<13} {name:<44} {value:>12}  {verdict:<8} {accuracy}")
+        tests = " ".join(f"{t} {'PASS' if ok else 'FAIL'}"
+                         for t, ok in row.get("compliance", {}).items())
+        lines.append(f"{scenario:<13} {name:<44} {value:>12}  {verdict:<8} {accuracy}"
+                     + (f"  {tests}" if tests else ""))
         if perf and not perf["valid"] and perf["reason"]:
             lines.append(f"{'':<13} LoadGen: {perf['reason']}")
     return "\n".join(lines)

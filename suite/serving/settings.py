@@ -15,14 +15,13 @@ TINY_MIN_DURATION_MS = 2000
 TINY_SERVER_QUERIES = 1000
 
 
-def user_conf(model: str, preset: str, sample_count: int, found: dict) -> str:
+def user_conf(model: str, preset: str, found: dict) -> str:
     """found: measured numbers, e.g. {'SingleStream.target_latency': 0.4 (ms),
     'Offline.target_qps': 6000.0, 'Server.target_qps': 310.0}."""
     lines = [f"# jaxperf user.conf for {model}, preset {preset}"]
     if preset != "reference":
         lines += ["# short test durations (not a valid MLPerf result)",
                   f"*.*.min_duration = {TINY_MIN_DURATION_MS}",
-                  f"{model}.*.performance_sample_count_override = {sample_count}",
                   # Server's early stopping wants several hundred queries even when none
                   # is late; a short run at a CPU's rate would end before that.
                   f"{model}.Server.min_query_count = {TINY_SERVER_QUERIES}"]

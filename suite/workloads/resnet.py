@@ -267,6 +267,18 @@ class ResNetWorkload(Workload):
                                                      _calibration_batches(calibration))
         return answers(qmodule), qvariables
 
+    def weight_transformations(self, precision):
+        if precision == "int8":
+            return ("batch norm folded into the convolutions; int8 weights, symmetric, one "
+                    "scale per output channel; static per-tensor int8 activation scales from "
+                    "the calibration set (qwix post-training quantization)")
+        return "none" if precision == "fp32" else "cast to bf16 at compute time"
+
+    def default_calibration_note(self, cfg):
+        return (f"The first {self.TINY_CALIBRATION_COUNT} images of {cfg.dataset}'s "
+                f"{cfg.train_split!r} split in file order, at eval preprocessing (training "
+                "data only: no eval image is ever used to calibrate).")
+
     def score_answers(self, cfg, answers, labels):
         return {"top1": float(np.mean(answers == labels))}
 
