@@ -17,9 +17,9 @@ CHECKPOINT = flags.DEFINE_string(
 PRECISION = flags.DEFINE_enum("precision", "fp32", ("fp32", "bf16", "int8"),
                               "Serving precision; int8 is post-training static quantization.")
 CALIBRATION_LIST = flags.DEFINE_string(
-    "calibration_list", None, "int8: file of training-image file names to calibrate on "
-    "(ImageNet: MLPerf's cal_image_list_option_1.txt). Default for the tiny preset: its fixed "
-    "subset of the training split.")
+    "calibration_list", None, "int8: file of eval-split image file names to calibrate on, "
+    "MLPerf's calibration set (ImageNet: cal_image_list_option_1.txt, 500 validation images). "
+    "Default for the tiny preset: its fixed subset of the training split.")
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory: LoadGen logs per scenario and mode, user.conf, results. "
     "Default: runs/infer-<workload>-<precision>-<time>.")

@@ -279,3 +279,31 @@ def test_importable_and_clear_without_tensorflow(tmp_path):
         check=True,
     )
     assert "needs TensorFlow" in result.stdout
+
+
+def test_a_calibration_list_selects_those_images(tiny_imagenet):
+    """MLPerf's calibration list names ImageNet files (validation ones); those, and only
+    those, are read, at eval preprocessing (what calibration sees is what serving sees)."""
+    _, data_dir = tiny_imagenet
+    builder = ic.open_builder("imagenet2012", data_dir)
+    names = sorted(ex["file_name"].decode() for ex in
+                   builder.as_dataset(split="train").as_numpy_iterator())
+    assert len(names) == 12
+    chosen = [names[0], names[5], names[11]]
+    images = ic.selected_images(builder, split="train", image_size=224, file_names=chosen)
+    assert images.shape == (3, 224, 224, 3) and images.dtype == np.float32
+    # The same pixels as the eval pipeline's center crop of each chosen file.
+    import tensorflow_datasets as tfds
+
+    by_name = {}
+    center = ic._center_crop(224, 0.875, ic.MEAN_RGB, ic.STD_RGB, np.float32)
+    for ex in builder.as_dataset(split="train",
+                                 decoders={"image": tfds.decode.SkipDecoding()}):
+        name = ex["file_name"].numpy().decode()
+        if name in chosen:
+            by_name[name] = center(ex["image"]).numpy()
+    expected = {by_name[n].tobytes() for n in chosen}
+    assert {image.tobytes() for image in images} == expected
+    with pytest.raises(UserError, match="1 of the 2 listed files are not in split 'train'"):
+        ic.selected_images(builder, split="train", image_size=224,
+                           file_names=[names[0], "n99999999_1.JPEG"])

@@ -103,7 +103,7 @@ def read_calibration_list(path: str | None) -> list[str] | None:
             names = [line.strip() for line in f if line.strip()]
     except OSError as e:
         raise UserError(f"--calibration_list {path}: {e.strerror}; pass a readable file "
-                        "of training-image file names") from e
+                        "of image file names (MLPerf's calibration list)") from e
     if not names:
         raise UserError(f"--calibration_list {path} names no files; pass the calibration list")
     return [n.split("/")[-1] for n in names]
@@ -226,7 +226,8 @@ def run(workload, opts: InferOptions, expected_cfg, package: Package | None = No
         names = read_calibration_list(opts.calibration_list)
         calibration = workload.calibration_inputs(cfg, data, names)
         calibration_note = (
-            f"The {len(names)} training images listed in {opts.calibration_list}."
+            f"The {len(names)} images of the {cfg.eval_split!r} split listed in "
+            f"{opts.calibration_list} (MLPerf's calibration list), at eval preprocessing."
             if names else workload.default_calibration_note(cfg))
     elif opts.calibration_list:
         raise UserError("--calibration_list is for --precision=int8; drop it or pass int8")

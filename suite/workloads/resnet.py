@@ -241,8 +241,10 @@ class ResNetWorkload(Workload):
             raise UserError(
                 f"int8 on {cfg.dataset} needs the fixed calibration list: pass "
                 "--calibration_list=FILE (for ImageNet, MLPerf's cal_image_list_option_1.txt)")
+        # MLPerf's ImageNet list names 500 validation images (the rules' calibration set);
+        # the tiny preset's default set is training data, so no eval image calibrates it.
         images = image_classification.selected_images(
-            self._builder(cfg, data.data_dir), split=cfg.train_split,
+            self._builder(cfg, data.data_dir), split=cfg.eval_split if names else cfg.train_split,
             image_size=cfg.image_size, file_names=names,
             count=None if names else self.TINY_CALIBRATION_COUNT)
         return {"image": images}
