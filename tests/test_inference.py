@@ -6,6 +6,7 @@ it; the tests read what LoadGen wrote. LoadGen's verdicts and the compliance tes
 comparisons measure time, so these tests run alone, after the parallel ones (mark 'alone').
 """
 
+import glob
 import json
 import os
 
@@ -26,23 +27,35 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache):
-    workdir = str(tmp_path_factory.mktemp("train") / "run")
-    proc = run_main(["--workload=resnet", f"--workdir={workdir}", "--nocheck_log"], cache)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, cache, trained):
+def served(tmp_path_factory, cache):
+    """The whole user path: with no --checkpoint and an empty cache, suite.infer trains the
+    tiny weights first, then serves them, runs the compliance tests and packages."""
     base = tmp_path_factory.mktemp("serve")
     workdir, submission = str(base / "fp32"), str(base / "submission")
-    proc = run_infer([f"--checkpoint={trained}", f"--workdir={workdir}",
-                      f"--submission_dir={submission}", "--system_name=cpu_tiny"], cache)
+    proc = run_infer([f"--workdir={workdir}", f"--submission_dir={submission}",
+                      "--system_name=cpu_tiny"], cache)
     # Exit 1 says a LoadGen verdict or a compliance test failed: the tests below say which.
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "inference submission package:" in proc.stdout, proc.stdout[-3000:]
     return workdir, proc, submission
+
+
+@pytest.fixture(scope="module")
+def trained(served, cache):
+    runs = glob.glob(os.path.join(cache, "weights", "resnet-tiny-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_without_a_checkpoint_it_trains_once_then_reuses_the_newest(served, trained, cache,
+                                                                    tmp_path):
+    _, proc, _ = served
+    assert "no tiny resnet weights" in proc.stdout and "training them first" in proc.stdout
+    again = run_infer([f"--workdir={tmp_path / 'again'}", "--scenario=SingleStream",
+                       "--mode=accuracy"], cache)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"serving the newest tiny resnet weights, {trained}" in again.stdout
+    assert len(glob.glob(os.path.join(cache, "weights", "resnet-tiny-*"))) == 1
 
 
 def assert_one_error(proc, needle: str) -> None:
