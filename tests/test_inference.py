@@ -352,3 +352,11 @@ def test_submission_check_without_the_inference_repo_says_how_to_get_it(tmp_path
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "git clone https://github.com/mlcommons/inference" \
         in proc.stderr
+
+
+def test_a_workdir_that_holds_an_inference_run_is_refused(served, trained, cache):
+    workdir, _, _ = served
+    before = os.path.getmtime(os.path.join(workdir, "results.json"))
+    proc = run_infer([f"--checkpoint={trained}", f"--workdir={workdir}"], cache)
+    assert_one_error(proc, "already holds an inference run")
+    assert os.path.getmtime(os.path.join(workdir, "results.json")) == before

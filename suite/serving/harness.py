@@ -207,6 +207,13 @@ def run(workload, opts: InferOptions, expected_cfg, package: Package | None = No
     if opts.division == "closed":
         raise UserError("our own trained weights make an open-division result; closed needs "
                         "MLCommons' reference weights (not supported yet): pass --division=open")
+    # Paths first: a default checkpoint may mean a minute of training before the rest.
+    workdir_lib.check_writable(opts.workdir)
+    if os.path.exists(os.path.join(opts.workdir, "results.json")):
+        raise UserError(f"--workdir {opts.workdir} already holds an inference run; pass a new "
+                        "--workdir")
+    if package is not None:
+        workdir_lib.check_writable(package.root)
     if workload.inference_model is None and opts.checkpoint is None:
         raise UserError(f"{workload.name} cannot be served yet; suite.infer serves resnet")
     checkpoint = checkpoint_for(workload, opts, expected_cfg)
@@ -215,9 +222,6 @@ def run(workload, opts: InferOptions, expected_cfg, package: Package | None = No
     cfg = ml_collections.ConfigDict(checkpoint.config)
     data_dir = opts.data_dir or checkpoint.options.get("data_dir")
     data = dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
-    workdir_lib.check_writable(opts.workdir)
-    if package is not None:
-        workdir_lib.check_writable(package.root)
     if opts.compliance and set(opts.modes) != {"performance", "accuracy"}:
         raise UserError("compliance tests compare with both the performance and the accuracy "
                         "run: pass --mode=both")
