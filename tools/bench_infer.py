@@ -84,7 +84,6 @@ def main(argv) -> None:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    import ml_collections
     import mlperf_loadgen as lg
 
     from suite.serving import harness as harness_lib
@@ -95,17 +94,9 @@ def main(argv) -> None:
         bad = [p for p in PRECISIONS.value if p not in ("fp32", "bf16", "int8")]
         if bad:
             raise UserError(f"--precisions: unknown {', '.join(bad)}; use fp32, bf16, int8")
-        opts = harness_lib.InferOptions(
-            workload=workload.name, checkpoint=CHECKPOINT.value, scenarios=(), modes=(),
-            precision="fp32", workdir="", data_dir=None, calibration_list=None,
-            division="open", allow_unconverged=False, max_batch=MAX_BATCH.value,
-            server_max_batch=1, server_wait_ms=0.0)
-        checkpoint = harness_lib.checkpoint_for(workload, opts, cli.config())
-        cfg = ml_collections.ConfigDict(checkpoint.config)
-        import dataclasses
-
-        data_dir = checkpoint.options.get("data_dir")
-        data = dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
+        checkpoint = harness_lib.checkpoint_for(workload, CHECKPOINT.value, cli.config(),
+                                                allow_unconverged=False)
+        cfg, data = harness_lib.served_config(workload, checkpoint, None)
         rows = {}
         with tempfile.TemporaryDirectory() as tmp:
             samples_lib.write(workload, cfg, data, os.path.join(tmp, "samples"))

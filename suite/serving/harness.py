@@ -77,8 +77,10 @@ def train_tiny(workload) -> str:
     return workdir
 
 
-def checkpoint_for(workload, opts: InferOptions, expected_cfg) -> weights.Checkpoint:
-    path = opts.checkpoint
+def checkpoint_for(workload, path: str | None, expected_cfg, *,
+                   allow_unconverged: bool) -> weights.Checkpoint:
+    """The checkpoint to serve (the newest tiny run, trained first if need be, where path
+    is None), refused in one line if it does not fit expected_cfg or never converged."""
     if path is None:
         path = newest_tiny_run(workload)
         if path is None:
@@ -88,11 +90,20 @@ def checkpoint_for(workload, opts: InferOptions, expected_cfg) -> weights.Checkp
     checkpoint = weights.Checkpoint(path)
     checkpoint.check(workload, workload.model_fields(expected_cfg))
     if not checkpoint.converged:
-        if not (opts.division == "open" and opts.allow_unconverged):
+        if not allow_unconverged:
             raise UserError(
                 f"--checkpoint {path} never reached its target ({checkpoint.meta['reason']}); "
                 "serve a converged run, or pass --division=open --allow_unconverged")
     return checkpoint
+
+
+def served_config(workload, checkpoint: weights.Checkpoint, data_dir: str | None):
+    """(config, data facts) of the checkpoint's run: its data unless data_dir says where."""
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict(checkpoint.config)
+    data_dir = data_dir or checkpoint.options.get("data_dir")
+    return cfg, dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
 
 
 def read_calibration_list(path: str | None) -> list[str] | None:
@@ -202,8 +213,6 @@ class Package:
 
 
 def run(workload, opts: InferOptions, expected_cfg, package: Package | None = None) -> list[dict]:
-    import ml_collections
-
     if opts.division == "closed":
         raise UserError("our own trained weights make an open-division result; closed needs "
                         "MLCommons' reference weights (not supported yet): pass --division=open")
@@ -216,12 +225,11 @@ def run(workload, opts: InferOptions, expected_cfg, package: Package | None = No
         workdir_lib.check_writable(package.root)
     if workload.inference_model is None and opts.checkpoint is None:
         raise UserError(f"{workload.name} cannot be served yet; suite.infer serves resnet")
-    checkpoint = checkpoint_for(workload, opts, expected_cfg)
+    checkpoint = checkpoint_for(workload, opts.checkpoint, expected_cfg,
+                                allow_unconverged=opts.allow_unconverged)
     if workload.inference_model is None:
         raise UserError(f"{workload.name} cannot be served yet; suite.infer serves resnet")
-    cfg = ml_collections.ConfigDict(checkpoint.config)
-    data_dir = opts.data_dir or checkpoint.options.get("data_dir")
-    data = dataclasses.replace(workload.data_info(cfg, data_dir), data_dir=data_dir)
+    cfg, data = served_config(workload, checkpoint, opts.data_dir)
     if opts.compliance and set(opts.modes) != {"performance", "accuracy"}:
         raise UserError("compliance tests compare with both the performance and the accuracy "
                         "run: pass --mode=both")

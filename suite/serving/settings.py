@@ -6,9 +6,6 @@ counter), so every scenario runs in a process of its own (suite.serving.child).
 
 import os
 
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
-MODES = ("performance", "accuracy")
-
 # The tiny preset's runs are seconds long on a few hundred samples: fine for checking the
 # harness, never a valid MLPerf result (the submission checker says so too).
 TINY_MIN_DURATION_MS = 2000

@@ -35,9 +35,9 @@ class Predictor:
         var_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                 self.variables)
         jitted = jax.jit(gathered)
-        self.lowered = {b: jitted.lower(var_spec, pool_spec, jax.ShapeDtypeStruct((b,), jnp.int32))
-                        for b in self.buckets}
-        self.compiled = {b: lowered.compile() for b, lowered in self.lowered.items()}
+        self.compiled = {
+            b: jitted.lower(var_spec, pool_spec, jax.ShapeDtypeStruct((b,), jnp.int32)).compile()
+            for b in self.buckets}
 
     def matmul_types(self) -> dict[str, int]:
         """Convolutions and dots of the largest program by input types, from the compiled
