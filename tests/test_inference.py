@@ -134,6 +134,24 @@ def test_user_conf_records_the_measured_numbers(served):
     assert any(not t["meets_latency_bound"] for t in trials)
     found = tune["found"]["Server.target_qps"]
     assert found < min(t["target_qps"] for t in trials if not t["meets_latency_bound"])
+    # Then a run as long as the real one confirmed it (or stepped down until one did).
+    confirms = tune["server_confirms"]
+    assert confirms and confirms[-1]["target_qps"] == found
+    assert all(not c["valid"] for c in confirms[:-1])
+
+
+def test_server_alone_is_tuned_from_a_measured_offline_rate(trained, tmp_path, cache):
+    # Its search starts from Offline's samples/s, so Offline's batch must be compiled too.
+    workdir = tmp_path / "server"
+    proc = run_infer([f"--workdir={workdir}", f"--checkpoint={trained}", "--scenario=Server",
+                      "--mode=performance"], cache, timeout=300)
+    # (LoadGen's verdict is the business of the test of every scenario above.)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(workdir / "results.json") as f:
+        tune = json.load(f)["tune"]
+    assert tune["offline_measured_qps"] > 0 and set(tune["found"]) == {"Server.target_qps"}
+    served_qps = results.performance(str(workdir / "Server" / "performance"), "Server")
+    assert served_qps["metric"] > 0 and served_qps["errors"] == 0
 
 
 def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):

@@ -9,9 +9,12 @@ QuerySamplesComplete: JAX dispatches asynchronously, and a latency that stopped 
 would not include the compute.
 """
 
+import os
 import queue
+import sys
 import threading
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +111,7 @@ class SUT:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # C-level: cheap hand-offs
         self.batches = 0  # for tests and reports: how the samples were grouped
         self.samples = 0
-        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread = threading.Thread(target=self._work_or_exit, daemon=True)
         self.thread.start()
 
     def issue_query(self, query_samples) -> None:
@@ -153,6 +156,17 @@ class SUT:
                                  for i, (sample_id, _, _) in enumerate(batch)])
         self.batches += 1
         self.samples += n
+
+    def _work_or_exit(self) -> None:
+        # LoadGen waits for every sample it issued: a worker that died would leave the test
+        # waiting forever, so a failure ends the process, its last line naming the cause.
+        try:
+            self._work()
+        except BaseException as e:  # noqa: BLE001 - any failure, reported, then exit
+            traceback.print_exc()
+            print(f"the system under test failed: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+            os._exit(3)
 
     def _work(self) -> None:
         # Two batches in flight: the next one is dispatched before the previous one's answers

@@ -6,8 +6,11 @@ met): half the measured median is recorded. Offline: one query of expected QPS x
 min_duration samples; recorded 1.25 x the measured samples/s, so the query outlasts the
 minimum. Server: the highest target QPS whose short runs keep their 99th-percentile latency
 within 60 % of the bound, found by doubling until a run does not and then bisecting; 80 %
-of it is recorded. The headroom is for the full run, which is longer and sees more of the
-tail: near its limit a busy host's latencies jump from run to run.
+of it is the candidate. The headroom is for the full run, which is longer and sees more of
+the tail: near its limit a busy host's latencies jump from run to run. So the candidate is
+confirmed by a run as long as the real one (user.conf's duration and query count): LoadGen
+must call it VALID with its p99 within 75 % of the bound, else it steps down by 20 % and
+tries again (three tries at most; the last step down is recorded either way).
 These runs are measurements, never results: they set their own durations, and their logs
 stay in the tune folder.
 """
@@ -18,8 +21,8 @@ from suite.serving import results
 from suite.serving import settings as settings_lib
 
 SS_MARGIN, OFFLINE_MARGIN, SERVER_MARGIN = 0.5, 1.25, 0.8
-LATENCY_HEADROOM = 0.6
-BISECT_STEPS = 4
+LATENCY_HEADROOM, CONFIRM_HEADROOM = 0.6, 0.75
+BISECT_STEPS, CONFIRM_TRIES = 4, 3
 
 
 def _short(lg, base, scenario: str, duration_ms: int, queries: int, **fields):
@@ -38,16 +41,19 @@ def run(lg, req: dict, harness_class) -> dict:
     model, outdir, ms = req["model"], req["outdir"], req["tune_ms"]
     base = settings_lib.test_settings(lg, req["conf"], model, "Server", "performance")
     bound_ns, spq = base.server_target_latency_ns, base.multi_stream_samples_per_query
+    full_ms, full_queries = base.min_duration_ms, base.min_query_count  # the real run's
     scenarios = req["scenarios"]
+    # Server's search starts from a measured Offline rate: Offline's batch is compiled too.
+    measured = set(scenarios) | ({"Offline"} if "Server" in scenarios else set())
     harness = harness_class(lg, req, base.performance_sample_count_override,
-                            buckets_for(req, scenarios, spq))
-    found, trials = {}, []
+                            buckets_for(req, sorted(measured), spq))
+    found, trials, confirms = {}, [], []
 
-    def measure(name, scenario, queries, **fields):
+    def measure(name, scenario, queries, duration_ms=ms, **fields):
         where = os.path.join(outdir, name)
         max_batch, wait_s = scenario_batch(req, scenario, spq)
-        harness.run(_short(lg, base, scenario, ms, queries, **fields), where, max_batch,
-                    wait_s, None)
+        harness.run(_short(lg, base, scenario, duration_ms, queries, **fields), where,
+                    max_batch, wait_s, None)
         return results.detail(where)
 
     if "SingleStream" in scenarios:
@@ -90,6 +96,18 @@ def run(lg, req: dict, harness_class) -> dict:
                     lo = mid
                 else:
                     hi = mid
-        found["Server.target_qps"] = SERVER_MARGIN * lo if lo else trials[-1]["target_qps"] / 2
-    return {"found": found, "server_trials": trials, "offline_measured_qps": offline_qps,
+        qps = SERVER_MARGIN * lo if lo else trials[-1]["target_qps"] / 2
+        for _ in range(CONFIRM_TRIES):
+            d = measure(f"Server-confirm-{len(confirms)}", "Server", full_queries,
+                        duration_ms=full_ms, server_target_qps=qps,
+                        server_target_latency_ns=bound_ns)
+            p99 = d.get("result_99.00_percentile_latency_ns", 0)
+            ok = d.get("result_validity") == "VALID" and p99 <= CONFIRM_HEADROOM * bound_ns
+            confirms.append({"target_qps": qps, "valid": ok, "p99_ms": p99 / 1e6})
+            if ok:
+                break
+            qps *= SERVER_MARGIN
+        found["Server.target_qps"] = qps
+    return {"found": found, "server_trials": trials, "server_confirms": confirms,
+            "offline_measured_qps": offline_qps,
             "server_latency_bound_ms": bound_ns / 1e6}
