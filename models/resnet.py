@@ -135,11 +135,17 @@ class ResNet(nn.Module):
         return x.astype(jnp.float32)
 
 
-ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))
-# CPU-sized: one block per stage, narrow, small-image stem.
-ResNetTiny = functools.partial(
-    ResNet, stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True, num_classes=10
-)
+# The named models (--config.model): blocks per stage, width and stem.
+SHAPES = {
+    "resnet50": dict(stage_sizes=(3, 4, 6, 3), num_filters=64, small_inputs=False),
+    # CPU-sized: one block per stage, narrow, small-image stem (the digits' 16x16 pixels).
+    "resnet_tiny": dict(stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True),
+    # The same blocks behind ResNet-50's stem, for images at the reference 224x224: the
+    # small-image stem would run stage 1 on all 50,176 pixels, the ImageNet one on 3,136.
+    "resnet_tiny224": dict(stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=False),
+}
+ResNet50 = functools.partial(ResNet, **SHAPES["resnet50"])
+ResNetTiny = functools.partial(ResNet, **SHAPES["resnet_tiny"], num_classes=10)
 
 
 # The norm that follows each conv. Unnamed layers pair by index (Conv_k feeds

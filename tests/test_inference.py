@@ -160,13 +160,15 @@ def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):
     import sys
 
     workdir, _, _ = served
-    with open(os.path.join(workdir, "Server", "performance", "request.json")) as f:
+    with open(os.path.join(workdir, "Server", "request.json")) as f:
         req = json.load(f)
     conf = tmp_path / "user.conf"
     conf.write_text("resnet50.*.performance_sample_count_override = 297\n"
                     "*.*.min_duration = 500\nresnet50.Server.target_qps = 40000\n")
-    req.update(conf=str(conf), outdir=str(tmp_path / "out"))
-    os.makedirs(req["outdir"])
+    out = str(tmp_path / "out")
+    req.update(conf=str(conf), outdir=out, tune=False,
+               runs=[{"mode": "performance", "outdir": out, "audit": None}])
+    os.makedirs(out)
     (tmp_path / "req.json").write_text(json.dumps(req))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
                PYTHONPATH=ROOT)
@@ -278,18 +280,22 @@ def test_compliance_tests_are_run_and_verified_in_every_scenario(served):
             verify = f.read().splitlines()
         assert f"matching the accuracy run = {int(logged.sum())}" in verify
         assert verify[-1] == "TEST PASS"
-        # Each performance verdict is MLPerf's rule applied to the scores LoadGen logged:
-        # TEST01 within 10 % of the normal run, TEST04 not more than 10 % faster (20 % for
-        # latencies under 0.2 ms / 1.6 ms). Whether they pass depends on this machine's
+        # Each performance verdict is the official scripts' rule applied to the numbers
+        # LoadGen logged: TEST01's metric within 10 % of the normal run's (20 % for
+        # latencies up to 0.2 ms / 1.6 ms), TEST04's queries/s not more than 10 % above
+        # (20 % for the latency scenarios). Whether they pass depends on this machine's
         # timing noise, so the tests check that each verdict is right, not that it is PASS.
         ref = result(workdir, scenario, "performance")
-        fast = {"SingleStream": 0.2, "MultiStream": 1.6}.get(scenario, 0.0)
-        tol = 0.2 if ref["metric"] <= fast else 0.1
+        latency = scenario in ("SingleStream", "MultiStream")
         for test in ("TEST01", "TEST04"):
             new = results.performance(os.path.join(workdir, scenario, test, "performance",
                                                    "run_1"), scenario)
-            ratio = _score(new) / _score(ref)
-            ok = ratio < 1 + tol if test == "TEST04" else abs(ratio - 1) <= tol
+            if test == "TEST01":
+                fast = ref["metric"] <= {"SingleStream": 0.2, "MultiStream": 1.6}.get(
+                    scenario, 0.0)
+                ok = abs(new["metric"] / ref["metric"] - 1) <= (0.2 if fast else 0.1)
+            else:
+                ok = _score(new) / _score(ref) < (1.2 if latency else 1.1)
             ok = ok and ref["valid"] and new["valid"]
             with open(os.path.join(workdir, scenario, test, "verify_performance.txt")) as f:
                 verdict = f.read().splitlines()[-1]

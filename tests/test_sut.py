@@ -31,7 +31,8 @@ print("LoadGen returned")
 def test_a_failing_worker_ends_the_process_instead_of_leaving_loadgen_waiting(tmp_path):
     # LoadGen waits for every issued sample; a dead worker would hang it until the timeout.
     proc = subprocess.run([sys.executable, "-c", BROKEN_DEVICE], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+                          text=True, cwd=tmp_path, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "LoadGen returned" not in proc.stdout
     last = proc.stderr.strip().splitlines()[-1]

@@ -1,8 +1,8 @@
 """One LoadGen process: `python -m suite.serving.child REQUEST.json`.
 
-The parent (suite.serving.harness) writes the request and reads <outdir>/result.json.
-Kinds: 'test' (one scenario in one mode, settings from mlperf.conf + user.conf: a result),
-'tune' (short measurements that find the expected latencies and QPS user.conf records).
+The parent (suite.serving.harness) writes the request and reads <outdir>/result.json: one
+scenario's tuning (the expected latency or QPS user.conf records) and its runs (its modes
+and compliance tests), each run's result also in its own folder.
 """
 
 import gc
@@ -92,21 +92,30 @@ class Harness:
 
 
 class _CompileCounter:
-    """Counts XLA compilations while a test runs: the SUT must compile nothing then."""
+    """Counts XLA compilations while a test runs: the SUT must compile nothing then. One
+    jax monitoring listener per process (listeners cannot be removed), told which counter
+    is open."""
+
+    _current = None
+    _listening = False
 
     def __init__(self):
         from jax import monitoring
 
-        self.count, self._open = 0, True
+        self.count = 0
+        if not _CompileCounter._listening:
+            monitoring.register_event_duration_secs_listener(_CompileCounter._heard)
+            _CompileCounter._listening = True
+        _CompileCounter._current = self
 
-        def listener(event, duration, **kwargs):
-            if self._open and "backend_compile" in event:
-                self.count += 1
-
-        monitoring.register_event_duration_secs_listener(listener)
+    @staticmethod
+    def _heard(event, duration, **kwargs):
+        counter = _CompileCounter._current
+        if counter is not None and "backend_compile" in event:
+            counter.count += 1
 
     def close(self):
-        self._open = False
+        _CompileCounter._current = None
 
 
 def scenario_batch(req: dict, scenario: str, samples_per_query: int) -> tuple[int, float]:
@@ -130,25 +139,58 @@ def buckets_for(req: dict, scenarios, samples_per_query: int) -> list[int]:
     return sorted(sizes)
 
 
-def run_test(lg, req: dict) -> dict:
-    scenario, mode = req["scenario"], req["mode"]
-    settings = settings_lib.test_settings(lg, req["conf"], req["model"], scenario, mode)
-    spq = settings.multi_stream_samples_per_query
-    harness = Harness(lg, req, settings.performance_sample_count_override,
-                      buckets_for(req, [scenario], spq))
+def run_scenario(lg, req: dict) -> dict:
+    """One scenario, all in this process: the tuning runs that find its user.conf numbers
+    (with 'tune'), then its runs in order (request 'runs': mode, outdir, audit path).
+    The tuning reads mlperf.conf and the preset's user.conf lines without counting as the
+    process's user.conf (FromConfig conf_type 0, then 2, as audit.config is read); then
+    user.conf is written with what it found and read once, for the real runs. Each run
+    sets its mode, and LoadGen applies a compliance test's audit.config itself as that run
+    starts. Why one process: on a small host two processes running the same program at
+    the same load differ by more than the 10 % a compliance test allows, and more than a
+    Server QPS's headroom."""
+    from suite.serving import tune
+
+    scenario, model, conf = req["scenario"], req["model"], req["conf"]
+    found = dict(req.get("found", {}))
+    if req["tune"]:  # user.conf's preset lines for the tuning runs; its numbers come later
+        settings_lib.write_user_conf(conf, model, req["preset"], found)
+    base = lg.TestSettings()
+    base.FromConfig("", model, scenario, 0)
+    base.FromConfig(conf, model, scenario, 2)
+    spq = base.multi_stream_samples_per_query
+    # Server's search starts from a measured Offline rate: Offline's batch is compiled too.
+    measured = [scenario, "Offline"] if req["tune"] and scenario == "Server" else [scenario]
+    harness = Harness(lg, req, base.performance_sample_count_override,
+                      buckets_for(req, measured, spq))
+    tuned = {"found": {}}
+    if req["tune"]:
+        tuned = tune.scenario(lg, harness, base, scenario, os.path.join(req["outdir"], "tune"),
+                              lambda name: scenario_batch(req, name, spq),
+                              settings_lib.server_share(req["preset"]))
+        found.update(tuned["found"])
+        settings_lib.write_user_conf(conf, model, req["preset"], found)
+    settings = settings_lib.test_settings(lg, conf, model, scenario, "performance")
     max_batch, wait_s = scenario_batch(req, scenario, spq)
-    stats = harness.run(settings, req["outdir"], max_batch, wait_s, req.get("audit"))
-    out = {"scenario": scenario, "mode": mode, "precision": req["precision"],
-           "matmul_input_types": harness.predictor.matmul_types(), **stats}
-    if mode == "performance":
-        out.update(results.performance(req["outdir"], scenario))
-    else:
-        answers, seen = results.answers(req["outdir"], harness.workload.answer_dtype,
-                                        harness.samples.count)
-        out["answered"] = int(seen.sum())
-        out.update(harness.workload.score_answers(
-            harness.cfg, answers[seen], harness.samples.labels[seen]))
-    return out
+    outs = []
+    for run in req["runs"]:
+        mode = run["mode"]
+        settings.mode = settings_lib.test_mode(lg, mode)
+        stats = harness.run(settings, run["outdir"], max_batch, wait_s, run.get("audit"))
+        out = {"scenario": scenario, "mode": mode, "precision": req["precision"],
+               "matmul_input_types": harness.predictor.matmul_types(), **stats}
+        if mode == "performance":
+            out.update(results.performance(run["outdir"], scenario))
+        else:
+            answers, seen = results.answers(run["outdir"], harness.workload.answer_dtype,
+                                            harness.samples.count)
+            out["answered"] = int(seen.sum())
+            out.update(harness.workload.score_answers(
+                harness.cfg, answers[seen], harness.samples.labels[seen]))
+        with open(os.path.join(run["outdir"], RESULT), "w") as f:
+            json.dump(out, f, indent=1)
+        outs.append(out)
+    return {"tune": tuned, "runs": outs}
 
 
 def main(argv) -> None:
@@ -156,12 +198,7 @@ def main(argv) -> None:
 
     with open(argv[1]) as f:
         req = json.load(f)
-    if req["kind"] == "test":
-        out = run_test(lg, req)
-    else:
-        from suite.serving import tune
-
-        out = tune.run(lg, req, Harness)
+    out = run_scenario(lg, req)
     with open(os.path.join(req["outdir"], RESULT), "w") as f:
         json.dump(out, f, indent=1)
 

@@ -20,9 +20,14 @@ AUDIT = {
                "performance_issue_same_index": 3},
 }
 TESTS = tuple(AUDIT)
-TOLERANCE = 0.10
-# Very fast latency runs are noisier: the rules allow twice the tolerance below these.
-FAST_LATENCY_MS = {"SingleStream": 0.2, "MultiStream": 1.6}
+TOLERANCE, RELAXED_TOLERANCE = 0.10, 0.20
+# Where the official verify_performance.py scripts relax their tolerance to 20 %, in the
+# units each compares. TEST01 compares the metric itself (a latency in ns for the latency
+# scenarios, two-sided): relaxed for references at most 0.2 ms / 1.6 ms. TEST04 compares
+# 1e9 / latency (queries/s, one-sided) against these same numbers, so it relaxes for every
+# latency above 5 us / 0.6 us: in practice always. Theirs is the verdict a submission
+# gets, so they are followed as they compute, not as their comments read.
+RELAXED_AT = {"SingleStream": 200_000, "MultiStream": 1_600_000}
 
 
 def write_audit(test: str, path: str) -> str:
@@ -33,25 +38,28 @@ def write_audit(test: str, path: str) -> str:
     return path
 
 
-def _score(perf: dict, scenario: str) -> float:
-    """Higher is better: samples/s, or queries/s for latency-bound scenarios."""
-    metric = perf["metric"]
-    return 1e3 / metric if perf["unit"] == "ms" else metric
+def _value(perf: dict) -> float:
+    """The compared number in the scripts' units: ns for a latency, else per second."""
+    return perf["metric"] * 1e6 if perf["unit"] == "ms" else perf["metric"]
 
 
-def _tolerance(reference: dict, scenario: str) -> float:
-    fast = FAST_LATENCY_MS.get(scenario)
-    return 2 * TOLERANCE if fast is not None and reference["metric"] <= fast else TOLERANCE
-
-
-def _performance_lines(scenario, reference, test, *, at_most_faster: bool) -> tuple[list, bool]:
-    ref, new = _score(reference, scenario), _score(test, scenario)
-    tol = _tolerance(reference, scenario)
-    lines = [f"reference score = {ref:.6g}", f"test score = {new:.6g}",
+def performance_verdict(test: str, scenario: str, reference: dict,
+                        new: dict) -> tuple[list[str], bool]:
+    """(verify_performance.txt's lines, passed) of TEST01 or TEST04."""
+    ref, got = _value(reference), _value(new)
+    latency = reference["unit"] == "ms"
+    if test == "TEST04" and latency:
+        ref, got = 1e9 / ref, 1e9 / got  # queries/s: higher is faster
+    at = RELAXED_AT.get(scenario)
+    tol = RELAXED_TOLERANCE if at is not None and ref <= at else TOLERANCE
+    lines = [f"reference score = {ref:.6g}", f"test score = {got:.6g}",
              f"tolerance = {tol:.0%}"]
-    if not (reference["valid"] and test["valid"]):
+    if not (reference["valid"] and new["valid"]):
         return lines + ["TEST FAIL: a run is INVALID"], False
-    ok = new < ref * (1 + tol) if at_most_faster else abs(new - ref) <= ref * tol
+    if test == "TEST04":  # not faster than the normal run by more than the tolerance
+        ok = got < ref * (1 + tol)
+    else:
+        ok = ref * (1 - tol) <= got <= ref * (1 + tol)
     return lines + ["TEST PASS" if ok else "TEST FAIL: test score out of bounds"], ok
 
 
@@ -66,15 +74,15 @@ def verify_test01(scenario: str, accuracy_dir: str, reference_perf: dict, test_d
     lines = [f"sampled responses = {int(logged.sum())}", f"matching the accuracy run = {matched}",
              f"mismatching = {mismatched}", "TEST PASS" if accuracy_ok else "TEST FAIL"]
     _write(out_dir, "verify_accuracy.txt", lines)
-    perf_lines, perf_ok = _performance_lines(
-        scenario, reference_perf, results.performance(test_dir, scenario), at_most_faster=False)
+    perf_lines, perf_ok = performance_verdict(
+        "TEST01", scenario, reference_perf, results.performance(test_dir, scenario))
     _write(out_dir, "verify_performance.txt", perf_lines)
     return accuracy_ok and perf_ok
 
 
 def verify_test04(scenario: str, reference_perf: dict, test_dir: str, out_dir: str) -> bool:
-    lines, ok = _performance_lines(scenario, reference_perf,
-                                   results.performance(test_dir, scenario), at_most_faster=True)
+    lines, ok = performance_verdict("TEST04", scenario, reference_perf,
+                                    results.performance(test_dir, scenario))
     _write(out_dir, "verify_performance.txt", lines)
     return ok
 

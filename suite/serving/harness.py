@@ -1,9 +1,12 @@
-"""suite.infer's work: weights, samples, user.conf, then one process per scenario and mode.
+"""suite.infer's work: weights, samples, user.conf, then one process per scenario.
 
 <workdir>/samples/       the eval split, preprocessed once (suite.serving.samples)
-<workdir>/tune/          short runs that found user.conf's numbers (suite.serving.tune)
-<workdir>/user.conf      what LoadGen reads after its embedded mlperf.conf
-<workdir>/<Scenario>/<mode>/   LoadGen's logs and result.json, one process each
+<workdir>/user.conf      what LoadGen reads after its embedded mlperf.conf (each scenario's
+                         process adds the number its tuning found)
+<workdir>/<Scenario>/      its process's request.json and output.txt
+<workdir>/<Scenario>/tune/     short runs that found its number (suite.serving.tune)
+<workdir>/<Scenario>/<mode>/   LoadGen's logs and result.json, one folder per run
+<workdir>/<Scenario>/TEST0x/   a compliance test's audit.config, run and verify_*.txt
 <workdir>/results.json   the table's rows
 """
 
@@ -23,7 +26,6 @@ from suite.lifecycle import say
 from suite.serving import child as child_lib
 from suite.serving import compliance as compliance_lib
 from suite.serving import samples as samples_lib
-from suite.serving import settings as settings_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +133,9 @@ class Harness:
         self.calibration_path = os.path.join(opts.workdir, "calibration.npz")
         self.calibration_note = ""
 
-    def request(self, kind: str, outdir: str, **fields) -> dict:
+    def request(self, outdir: str, **fields) -> dict:
         o = self.opts
-        return {"kind": kind, "workload": self.workload.name, "model": self.model,
+        return {"workload": self.workload.name, "model": self.model,
                 "checkpoint": os.path.abspath(self.checkpoint.workdir),
                 "precision": o.precision, "data_dir": self.data.data_dir,
                 "calibration": self.calibration_path if o.precision == "int8" else None,
@@ -160,49 +162,66 @@ class Harness:
             with open(out_path) as f:
                 lines = [line.strip() for line in f if line.strip()]
             last = lines[-1] if lines else f"exit {rc}"
-            raise UserError(f"{req['kind']} process for {req.get('scenario', 'tuning')} failed: "
-                            f"{last[:300]} (see {out_path})")
+            raise UserError(f"the {req['scenario']} process failed: {last[:300]} (see "
+                            f"{out_path})")
         with open(os.path.join(req["outdir"], child_lib.RESULT)) as f:
             return json.load(f)
 
     def prepare(self) -> None:
         samples_lib.write(self.workload, self.cfg, self.data, self.samples_dir)
-        preset = self.checkpoint.meta.get("preset", "tiny")
-        # A first user.conf for the tuning runs (their durations are their own).
-        self.write_conf(preset, {})
-        tune = self.spawn(self.request("tune", os.path.join(self.opts.workdir, "tune"),
-                                       scenarios=list(self.opts.scenarios), tune_ms=1000))
-        self.tuned = tune
-        self.write_conf(preset, tune["found"])
-        for key, value in sorted(tune["found"].items()):
+        self.preset = self.checkpoint.meta.get("preset", "tiny")
+        self.tuned = {"found": {}}  # merged over the scenarios, for results.json
+
+    def _record_tuning(self, tuned: dict) -> None:
+        for key, value in sorted(tuned["found"].items()):
             say(f"user.conf: {self.model}.{key} = {value:.6g} (measured)")
+        for key, value in tuned.items():
+            if key == "found":
+                self.tuned["found"].update(value)
+            else:
+                self.tuned[key] = value
 
-    def write_conf(self, preset: str, found: dict) -> None:
-        with open(self.conf, "w") as f:
-            f.write(settings_lib.user_conf(self.model, preset, found))
+    def scenario(self, scenario: str) -> dict[str, dict]:
+        """The scenario in one process: the tuning runs that find its user.conf number,
+        then performance, (with --compliance) TEST04 and TEST01, each a performance run
+        under its audit.config compared with the first one, then accuracy; results by run
+        name."""
+        workdir = self.opts.workdir
 
-    def compliance(self, scenario: str, reference: dict) -> dict[str, bool]:
-        """TEST01 and TEST04 of one scenario, each a performance run under its audit.config,
-        verified against this scenario's normal runs; True where it passed."""
-        passed = {}
+        def normal(mode):
+            return {"name": mode, "mode": mode, "outdir": os.path.join(workdir, scenario, mode),
+                    "audit": None}
+
+        runs = [normal("performance")] if "performance" in self.opts.modes else []
+        if self.opts.compliance:
+            for test in sorted(compliance_lib.TESTS, reverse=True):  # TEST04 nearest
+                base = os.path.join(workdir, scenario, test)
+                runs.append({"name": test, "mode": "performance",
+                             "outdir": os.path.join(base, "performance", "run_1"),
+                             "audit": compliance_lib.write_audit(
+                                 test, os.path.join(base, "audit.config"))})
+        if "accuracy" in self.opts.modes:
+            runs.append(normal("accuracy"))
+        out = self.spawn(self.request(os.path.join(workdir, scenario),
+                                      scenario=scenario, runs=runs, tune=True,
+                                      preset=self.preset, found=self.tuned["found"]))
+        self._record_tuning(out["tune"])
+        return {run["name"]: res for run, res in zip(runs, out["runs"], strict=True)}
+
+    def verify_compliance(self, scenario: str, reference: dict) -> dict[str, bool]:
+        """TEST01 and TEST04 of one scenario verified against its normal runs; True where
+        it passed (verify_*.txt beside each test's logs say why)."""
+        workdir, passed = self.opts.workdir, {}
         for test in compliance_lib.TESTS:
-            base = os.path.join(self.opts.workdir, scenario, test)
-            audit = compliance_lib.write_audit(test, os.path.join(base, "audit.config"))
+            base = os.path.join(workdir, scenario, test)
             run_dir = os.path.join(base, "performance", "run_1")
-            self.test(scenario, "performance", audit=audit, outdir=run_dir)
             if test == "TEST01":
                 passed[test] = compliance_lib.verify_test01(
-                    scenario, os.path.join(self.opts.workdir, scenario, "accuracy"), reference,
+                    scenario, os.path.join(workdir, scenario, "accuracy"), reference,
                     run_dir, self.workload.answer_dtype, self.data.eval_examples, base)
             else:
                 passed[test] = compliance_lib.verify_test04(scenario, reference, run_dir, base)
         return passed
-
-    def test(self, scenario: str, mode: str, audit: str | None = None,
-             outdir: str | None = None) -> dict:
-        outdir = outdir or os.path.join(self.opts.workdir, scenario, mode)
-        return self.spawn(self.request("test", outdir, scenario=scenario, mode=mode,
-                                       audit=audit))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,12 +278,12 @@ def run(workload, opts: InferOptions, expected_cfg, package: Package | None = No
     rows = []
     for scenario in opts.scenarios:
         row = {"scenario": scenario}
+        ran = harness.scenario(scenario)
         for mode in opts.modes:
-            result = harness.test(scenario, mode)
-            row[mode] = result
-            say(f"{scenario} {mode}: " + _describe(result, workload))
+            row[mode] = ran[mode]
+            say(f"{scenario} {mode}: " + _describe(ran[mode], workload))
         if opts.compliance:
-            row["compliance"] = harness.compliance(scenario, row["performance"])
+            row["compliance"] = harness.verify_compliance(scenario, row["performance"])
             say(f"{scenario} compliance: " + ", ".join(
                 f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in row["compliance"].items()))
         rows.append(row)

@@ -1,7 +1,8 @@
 """LoadGen's settings: its embedded mlperf.conf, then the user.conf jaxperf writes.
 
-TestSettings.FromConfig loads mlperf.conf only on its first call in a process (a static
-counter), so every scenario runs in a process of its own (suite.serving.child).
+TestSettings.FromConfig reads user.conf (and before it mlperf.conf) once per process: a
+second call logs an error that makes the result invalid. So every scenario runs in a
+process of its own (suite.serving.child), which reads user.conf once.
 """
 
 import os
@@ -10,6 +11,17 @@ import os
 # harness, never a valid MLPerf result (the submission checker says so too).
 TINY_MIN_DURATION_MS = 2000
 TINY_SERVER_QUERIES = 1000
+# Server's early stopping allows fewer late queries the fewer there are; a 2 s run at a
+# CPU's rate fails on one stall of the host (15 ms of queries late at once), a 6 s run
+# absorbs a couple.
+TINY_SERVER_MIN_DURATION_MS = 6000
+# The tiny preset confirms and records half the Server QPS its search found: on a shared
+# CPU the host's speed swings by a quarter over seconds (a fixed matmul loop measured here
+# ran 4,944 to 8,044 times per 5 s), and a run near its limit fails on one slow stretch.
+TINY_SERVER_SHARE = 0.5
+# MultiStream's metric is an early-stopping 99th percentile: over the ~1,000 queries of 2 s
+# it is nearly the slowest query, run to run noise; over 4,000 it is a percentile again.
+TINY_MULTISTREAM_QUERIES = 4000
 
 
 def user_conf(model: str, preset: str, found: dict) -> str:
@@ -21,9 +33,25 @@ def user_conf(model: str, preset: str, found: dict) -> str:
                   f"*.*.min_duration = {TINY_MIN_DURATION_MS}",
                   # Server's early stopping wants several hundred queries even when none
                   # is late; a short run at a CPU's rate would end before that.
-                  f"{model}.Server.min_query_count = {TINY_SERVER_QUERIES}"]
+                  f"{model}.Server.min_query_count = {TINY_SERVER_QUERIES}",
+                  f"{model}.Server.min_duration = {TINY_SERVER_MIN_DURATION_MS}",
+                  f"{model}.MultiStream.min_query_count = {TINY_MULTISTREAM_QUERIES}"]
     lines += [f"{model}.{key} = {value:.6g}" for key, value in sorted(found.items())]
     return "\n".join(lines) + "\n"
+
+
+def server_share(preset: str) -> float:
+    return 1.0 if preset == "reference" else TINY_SERVER_SHARE
+
+
+def write_user_conf(path: str, model: str, preset: str, found: dict) -> None:
+    with open(path, "w") as f:
+        f.write(user_conf(model, preset, found))
+
+
+def test_mode(lg, mode: str):
+    return {"performance": lg.TestMode.PerformanceOnly,
+            "accuracy": lg.TestMode.AccuracyOnly}[mode]
 
 
 def test_settings(lg, conf_path: str, model: str, scenario: str, mode: str,
@@ -32,8 +60,7 @@ def test_settings(lg, conf_path: str, model: str, scenario: str, mode: str,
     if settings.FromConfig(conf_path, model, scenario) != 0:
         raise ValueError(f"LoadGen refused {conf_path}")
     settings.scenario = getattr(lg.TestScenario, scenario)
-    settings.mode = {"performance": lg.TestMode.PerformanceOnly,
-                     "accuracy": lg.TestMode.AccuracyOnly}[mode]
+    settings.mode = test_mode(lg, mode)
     for key, value in (overrides or {}).items():
         setattr(settings, key, value)
     return settings
@@ -45,4 +72,7 @@ def log_settings(lg, outdir: str):
     settings.log_output.outdir = outdir
     settings.log_output.copy_summary_to_stdout = False
     settings.log_output.prefix_with_datetime = False
+    # The trace logs every sample's events from LoadGen's I/O thread, which then competes
+    # with the SUT for the CPU: off, as MLCommons' reference harnesses run it (on to debug).
+    settings.enable_trace = False
     return settings

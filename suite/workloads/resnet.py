@@ -104,11 +104,17 @@ class ResNetWorkload(Workload):
         c.warmup_epochs = 1.0
         c.weight_decay = 1e-4
 
+    def validate(self, cfg, mesh_sizes):
+        if cfg.model not in resnet_models.SHAPES:
+            raise UserError(f"--config.model must be one of {', '.join(resnet_models.SHAPES)}, "
+                            f"got {cfg.model!r}")
+        super().validate(cfg, mesh_sizes)
+
     # ----- model ---------------------------------------------------------
     def _model(self, cfg) -> nn.Module:
         dtype = jnp.dtype(cfg.compute_dtype)
-        make = {"resnet50": resnet_models.ResNet50, "resnet_tiny": resnet_models.ResNetTiny}
-        return make[cfg.model](num_classes=cfg.num_classes, dtype=dtype)
+        return resnet_models.ResNet(**resnet_models.SHAPES[cfg.model],
+                                    num_classes=cfg.num_classes, dtype=dtype)
 
     def learning_rate(self, cfg, steps_per_epoch: int) -> optax.Schedule:
         warmup = _warmup(cfg, steps_per_epoch)
@@ -301,12 +307,8 @@ class ResNetWorkload(Workload):
     )
 
     def flops_per_example(self, cfg):
-        shape = {
-            "resnet50": dict(stage_sizes=(3, 4, 6, 3), num_filters=64, small_inputs=False),
-            "resnet_tiny": dict(stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True),
-        }[cfg.model]
         forward = resnet_models.forward_flops_per_example(
-            num_classes=cfg.num_classes, image_size=cfg.image_size, **shape
-        )
+            num_classes=cfg.num_classes, image_size=cfg.image_size,
+            **resnet_models.SHAPES[cfg.model])
         # Backward costs twice the forward (gradients w.r.t. inputs and weights).
         return 3.0 * forward
