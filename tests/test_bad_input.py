@@ -34,6 +34,7 @@ def _expect_one_line_error(args, workdir, cache, *needles):
     (["--config.base_lr=abc"], ["--config.base_lr=abc"]),
     (["--config.no_such_field=1"], ["unknown config field 'no_such_field'", "base_lr"]),
     (["--config.global_batch_size=0"], ["--config.global_batch_size must be a positive"]),
+    (["--config.model=resnet18"], ["--config.model must be one of", "resnet_tiny224"]),
     (["--data_dir=/no/such/dir"], ["--data_dir /no/such/dir does not exist"]),
     (["--preset=reference"], ["pass --data_dir", "--data=synthetic"]),
     (["stray_argument"], ["unexpected arguments stray_argument"]),

@@ -41,6 +41,7 @@ def test_stride_sits_on_the_3x3_conv():
 @pytest.mark.parametrize("shape,size", [
     (dict(stage_sizes=(3, 4, 6, 3), num_filters=64, small_inputs=False, num_classes=1000), 224),
     (dict(stage_sizes=(1, 1, 1, 1), num_filters=8, small_inputs=True, num_classes=10), 16),
+    (dict(resnet.SHAPES["resnet_tiny224"], num_classes=1000), 224),
 ])
 def test_hand_counted_flops_match_xla_on_cpu(shape, size):
     # On CPU, XLA's cost analysis does count convolutions (no opaque library calls),
