@@ -3,6 +3,7 @@
 from absl import flags
 
 from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by suite.infer)
+from flags.package_flags import SUBMISSION_ORG, SYSTEM, SYSTEM_NAME  # noqa: F401  (read there)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 
@@ -25,12 +26,6 @@ WORKDIR = flags.DEFINE_string(
     "Default: runs/infer-<workload>-<precision>-<time>.")
 SUBMISSION_DIR = flags.DEFINE_string(
     "submission_dir", None, "Write an MLPerf inference submission package here.")
-SUBMISSION_ORG = flags.DEFINE_string("submission_org", "jaxperf",
-                                     "The submitter: the package's org directory.")
-SYSTEM_NAME = flags.DEFINE_string(
-    "system_name", None, "Package system name (default: detected, e.g. 1xcpu).")
-SYSTEM = flags.DEFINE_multi_string(
-    "system", [], "Override a detected system-description field: --system=field=value.")
 DIVISION = flags.DEFINE_enum("division", "open", ("open", "closed"),
                              "Our own trained weights make an open-division result.")
 ALLOW_UNCONVERGED = flags.DEFINE_bool(

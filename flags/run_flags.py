@@ -4,6 +4,7 @@ pick the config live in flags/config_flags.py, shared with the tools."""
 from absl import flags
 
 from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by main)
+from flags.package_flags import SUBMISSION_ORG, SYSTEM, SYSTEM_NAME  # noqa: F401  (read by main)
 
 DATA = flags.DEFINE_string(
     "data", "real", "'real' or 'synthetic' (random batches: throughput only, never a result).")
@@ -13,7 +14,6 @@ WORKDIR = flags.DEFINE_string(
 SEED = flags.DEFINE_integer("seed", 0, "Run seed; logged as MLPerf 'seed'.")
 DIVISION = flags.DEFINE_string("division", None,
                                "closed or open. Default: closed for reference, open otherwise.")
-SUBMISSION_ORG = flags.DEFINE_string("submission_org", "jaxperf", "MLPerf submission_org.")
 SUBMISSION_PLATFORM = flags.DEFINE_string(
     "submission_platform", "", "MLPerf submission_platform. Default: <count>x<device kind>.")
 SUBMISSION_STATUS = flags.DEFINE_string(
@@ -29,11 +29,6 @@ RUNS = flags.DEFINE_integer(
 SUBMISSION_DIR = flags.DEFINE_string(
     "submission_dir", None, "With --runs: write an MLPerf training submission package here and "
     "run the official package checker and result summarizer on it.")
-SYSTEM_NAME = flags.DEFINE_string(
-    "system_name", None, "Package system name (default: detected, e.g. 8xNVIDIA_H200).")
-SYSTEM = flags.DEFINE_multi_string(
-    "system", [], "Override a detected system-description field: --system=field=value "
-    "(repeatable), e.g. --system=host_processor_model_name='AMD EPYC 9654'.")
 BORROW_HPARAMS = flags.DEFINE_string(
     "borrow_hparams", None, "Another submission's result log: run with its logged "
     "hyperparameters (the closed division's tunable ones), recorded in the log.")

@@ -17,13 +17,14 @@ import time
 from absl import app, flags, logging
 
 from common.errors import UserError
-from flags import config_flags
+from flags import config_flags, package_flags
 from flags import infer_flags as F
 from suite import cli
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(F)
 flags.adopt_module_key_flags(config_flags)
+flags.adopt_module_key_flags(package_flags)
 
 
 def main(argv) -> None:

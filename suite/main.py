@@ -17,7 +17,7 @@ import time
 from absl import app, flags, logging
 
 from common.errors import UserError
-from flags import config_flags
+from flags import config_flags, package_flags
 from flags import run_flags as F
 from suite import cli, division, registry
 from suite import config as config_lib
@@ -26,6 +26,7 @@ from suite import workdir as workdir_lib
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(F)  # so --help lists the run flags, not only --helpfull
 flags.adopt_module_key_flags(config_flags)
+flags.adopt_module_key_flags(package_flags)
 # flags/ knows nothing of suite/: the registered names join the help text here.
 FLAGS["workload"].help += f" Registered: {', '.join(registry.names())}."
 

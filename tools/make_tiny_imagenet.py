@@ -55,13 +55,14 @@ def _pick_synsets(classes: int, val_synsets: list[str], all_synsets: list[str]) 
     return chosen
 
 
-def _jpeg(synset: str, all_synsets: list[str], rng: np.random.Generator, grey: bool) -> bytes:
-    """A small photo-like JPEG whose colour depends on the class, so the data is learnable."""
+def _jpeg(synset: str, palette: list[str], rng: np.random.Generator, grey: bool) -> bytes:
+    """A small photo-like JPEG whose colour depends on the class, so the data is learnable:
+    the classes written share the hue circle evenly (palette), so any two differ."""
     from PIL import Image
 
     # Varied, non-square sizes like real photos exercise the crop and resize arithmetic.
     height, width = (int(v) for v in rng.integers(40, 120, size=2))
-    hue = all_synsets.index(synset) / len(all_synsets)
+    hue = palette.index(synset) / len(palette)
     base = 255 * (0.5 + 0.5 * np.cos(2 * np.pi * (hue + np.array([0.0, 1 / 3, 2 / 3]))))
     ramp = np.linspace(-40, 40, width)[None, :, None]
     noise = rng.normal(0, 25, size=(height, width, 3))
@@ -96,6 +97,7 @@ def write_manual_dir(
     all_synsets = _tfds_text_lines("datasets/imagenet2012/labels.txt")
     val_synsets = _tfds_text_lines("datasets/imagenet2012/validation_labels.txt")[:val]
     synsets = _pick_synsets(classes, val_synsets, all_synsets)
+    palette = [s for s in all_synsets if s in set(synsets) | set(val_synsets)]
     rng = np.random.default_rng(seed)
     os.makedirs(manual_dir, exist_ok=True)
 
@@ -104,14 +106,14 @@ def write_manual_dir(
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w") as class_tar:
                 for k in range(1, train_per_class + 1):
-                    jpeg = _jpeg(synset, all_synsets, rng, grey=k % 4 == 0)
+                    jpeg = _jpeg(synset, palette, rng, grey=k % 4 == 0)
                     _add_bytes(class_tar, f"{synset}_{k}.JPEG", jpeg)
             _add_bytes(train_tar, f"{synset}.tar", inner.getvalue())
 
     if val:
         with tarfile.open(os.path.join(manual_dir, VAL_TAR), "w") as val_tar:
             for number, synset in enumerate(val_synsets, start=1):
-                jpeg = _jpeg(synset, all_synsets, rng, grey=number % 4 == 0)
+                jpeg = _jpeg(synset, palette, rng, grey=number % 4 == 0)
                 _add_bytes(val_tar, _val_file_name(number), jpeg)
     return {"train": synsets, "validation": val_synsets}
 
