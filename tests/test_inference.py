@@ -134,10 +134,13 @@ def test_user_conf_records_the_measured_numbers(served):
     assert any(not t["meets_latency_bound"] for t in trials)
     found = tune["found"]["Server.target_qps"]
     assert found < min(t["target_qps"] for t in trials if not t["meets_latency_bound"])
-    # Then a run as long as the real one confirmed it (or stepped down until one did).
+    # Then a run as long as the real one confirmed it (or stepped down until one did), and
+    # the real run was repeated at half the rate each time it missed the bound.
     confirms = tune["server_confirms"]
-    assert confirms and confirms[-1]["target_qps"] == found
     assert all(not c["valid"] for c in confirms[:-1])
+    retries = result(workdir, "Server", "performance")["retries"]
+    assert found == pytest.approx(confirms[-1]["target_qps"] * 0.5 ** len(retries))
+    assert f"resnet50.Server.target_qps = {found:.6g}" in conf
 
 
 def test_server_alone_is_tuned_from_a_measured_offline_rate(trained, tmp_path, cache):
@@ -154,8 +157,9 @@ def test_server_alone_is_tuned_from_a_measured_offline_rate(trained, tmp_path, c
     assert served_qps["metric"] > 0 and served_qps["errors"] == 0
 
 
-def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):
-    """Validity is LoadGen's verdict: far too many queries per second miss the bound."""
+def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp_path):
+    """Validity is LoadGen's verdict: far too many queries per second miss the bound, and
+    so do half and a quarter of them; user.conf and the result say what was tried."""
     import subprocess
     import sys
 
@@ -179,6 +183,15 @@ def test_a_server_far_above_the_cpu_is_invalid(served, tmp_path):
     detail = results.detail(req["outdir"])
     assert detail["result_validity"] == "INVALID"
     assert detail["result_perf_constraints_met"] is False
+    assert detail["effective_target_qps"] == 10000
+    with open(os.path.join(out, "result.json")) as f:
+        retries = json.load(f)["runs"][0]["retries"]
+    assert [r["target_qps"] for r in retries] == [40000, 20000]
+    for r in retries:  # each missed run's logs kept, beside the tuning's
+        assert r["outdir"].startswith(str(tmp_path / "tune"))
+        assert results.detail(r["outdir"])["effective_target_qps"] == r["target_qps"]
+        assert r["p99_ms"] > 15 and "Reduce target QPS" in r["reason"]
+    assert "resnet50.Server.target_qps = 10000\n" in conf.read_text()
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -8,6 +8,7 @@ and compliance tests), each run's result also in its own folder.
 import gc
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -172,13 +173,21 @@ def run_scenario(lg, req: dict) -> dict:
         settings_lib.write_user_conf(conf, model, req["preset"], found)
     settings = settings_lib.test_settings(lg, conf, model, scenario, "performance")
     max_batch, wait_s = scenario_batch(req, scenario, spq)
-    outs = []
+    outs, matmul_types = [], harness.predictor.matmul_types()
     for run in req["runs"]:
         mode = run["mode"]
         settings.mode = settings_lib.test_mode(lg, mode)
         stats = harness.run(settings, run["outdir"], max_batch, wait_s, run.get("audit"))
         out = {"scenario": scenario, "mode": mode, "precision": req["precision"],
-               "matmul_input_types": harness.predictor.matmul_types(), **stats}
+               "matmul_input_types": matmul_types, **stats}
+        if scenario == "Server" and mode == "performance" and not run.get("audit"):
+            stats, out["retries"] = _retry_server(harness, settings, run["outdir"], max_batch,
+                                                  wait_s, req["preset"])
+            out.update(stats)
+            if out["retries"]:  # user.conf records the rate the results were run at
+                tuned["found"]["Server.target_qps"] = found["Server.target_qps"] = \
+                    settings.server_target_qps
+                settings_lib.write_user_conf(conf, model, req["preset"], found)
         if mode == "performance":
             out.update(results.performance(run["outdir"], scenario))
         else:
@@ -191,6 +200,29 @@ def run_scenario(lg, req: dict) -> dict:
             json.dump(out, f, indent=1)
         outs.append(out)
     return {"tune": tuned, "runs": outs}
+
+
+def _retry_server(harness, settings, outdir: str, max_batch: int, wait_s: float,
+                  preset: str) -> tuple[dict, list]:
+    """Server's performance run, repeated at a lower target QPS while LoadGen says its
+    latency constraint was not met (settings.SERVER_RETRIES times at most), as a submitter
+    lowers user.conf's QPS and runs again. The tuning's runs were shorter, or as long but
+    earlier: a shared host's speed changes over tens of seconds (settings says by how
+    much). The runs that missed move to tune/, and the returned list says what each was."""
+    tried, stats = [], {}
+    while len(tried) < settings_lib.SERVER_RETRIES:
+        d = results.detail(outdir)
+        if d.get("result_perf_constraints_met", True):
+            break
+        where = os.path.join(os.path.dirname(outdir), "tune", f"performance-missed-{len(tried)}")
+        shutil.rmtree(where, ignore_errors=True)
+        shutil.move(outdir, where)
+        tried.append({"target_qps": settings.server_target_qps, "outdir": where,
+                      "p99_ms": d.get("result_99.00_percentile_latency_ns", 0) / 1e6,
+                      "reason": (d.get("result_invalid_reason") or "").strip()})
+        settings.server_target_qps *= settings_lib.server_retry_step(preset)
+        stats = harness.run(settings, outdir, max_batch, wait_s, None)
+    return stats, tried
 
 
 def main(argv) -> None:
