@@ -13,10 +13,10 @@ from tools import make_tiny_imagenet
 
 CLASSES, TRAIN_PER_CLASS, VAL = 30, 8, 32
 TRAIN = ["--division=open", "--config.model=resnet_tiny224", "--config.global_batch_size=16",
-         "--config.base_lr=1.0", "--config.warmup_epochs=1", "--config.train_epochs=12",
-         "--config.max_epochs=12", "--config.epochs_per_block=4",
+         "--config.base_lr=1.0", "--config.warmup_epochs=1", "--config.train_epochs=24",
+         "--config.max_epochs=24", "--config.epochs_per_block=4",
          "--config.eval_offset_epochs=4", "--config.label_smoothing=0.0",
-         "--config.target_value=0.5"]
+         "--config.target_value=0.85"]
 
 
 def _accuracy(workdir) -> dict:
@@ -51,9 +51,9 @@ def test_int8_keeps_99_percent_of_fp32_on_real_format_imagenet(tmp_path):
     fp32, int8 = served["fp32"], served["int8"]
     assert fp32["answered"] == int8["answered"] == VAL
     assert fp32["top1"] == trained_top1  # the training eval's reader and preprocessing
-    # The issue's goal, int8 >= 99 % of fp32, is not met here yet (issue 13's note has the
-    # figures), so this test holds what is: int8 answers every image with int8 matmuls.
-    assert 0 < int8["top1"] <= 1
+    # MLPerf's int8 rule: at least 99 % of the fp32 top-1, by int8 matmuls.
+    assert fp32["top1"] >= 0.85
+    assert int8["top1"] >= 0.99 * fp32["top1"], (int8["top1"], fp32["top1"])
     assert int8["matmul_input_types"].get("s8xs8", 0) > 0
     # Exactly the 16 listed validation images, at the eval preprocessing's 224x224.
     with np.load(tmp_path / "int8" / "calibration.npz") as f:
