@@ -175,11 +175,9 @@ class Harness:
     def _record_tuning(self, tuned: dict) -> None:
         for key, value in sorted(tuned["found"].items()):
             say(f"user.conf: {self.model}.{key} = {value:.6g} (measured)")
-        for key, value in tuned.items():
-            if key == "found":
-                self.tuned["found"].update(value)
-            else:
-                self.tuned[key] = value
+        # One scenario's details (Server's trials, ...) beside the others'; the numbers
+        # user.conf records merge, as the next scenario's process writes them all again.
+        self.tuned.update({**tuned, "found": {**self.tuned["found"], **tuned["found"]}})
 
     def scenario(self, scenario: str) -> dict[str, dict]:
         """The scenario in one process: the tuning runs that find its user.conf number,
@@ -195,9 +193,8 @@ class Harness:
         runs = [normal("performance")] if "performance" in self.opts.modes else []
         if self.opts.compliance:
             for test in sorted(compliance_lib.TESTS, reverse=True):  # TEST04 nearest
-                base = os.path.join(workdir, scenario, test)
-                runs.append({"name": test, "mode": "performance",
-                             "outdir": os.path.join(base, "performance", "run_1"),
+                base, run_dir = self._test_dirs(scenario, test)
+                runs.append({"name": test, "mode": "performance", "outdir": run_dir,
                              "audit": compliance_lib.write_audit(
                                  test, os.path.join(base, "audit.config"))})
         if "accuracy" in self.opts.modes:
@@ -208,13 +205,17 @@ class Harness:
         self._record_tuning(out["tune"])
         return {run["name"]: res for run, res in zip(runs, out["runs"], strict=True)}
 
+    def _test_dirs(self, scenario: str, test: str) -> tuple[str, str]:
+        """(the compliance test's folder, its performance run's), as the package lays out."""
+        base = os.path.join(self.opts.workdir, scenario, test)
+        return base, os.path.join(base, "performance", "run_1")
+
     def verify_compliance(self, scenario: str, reference: dict) -> dict[str, bool]:
         """TEST01 and TEST04 of one scenario verified against its normal runs; True where
         it passed (verify_*.txt beside each test's logs say why)."""
         workdir, passed = self.opts.workdir, {}
         for test in compliance_lib.TESTS:
-            base = os.path.join(workdir, scenario, test)
-            run_dir = os.path.join(base, "performance", "run_1")
+            base, run_dir = self._test_dirs(scenario, test)
             if test == "TEST01":
                 passed[test] = compliance_lib.verify_test01(
                     scenario, os.path.join(workdir, scenario, "accuracy"), reference,
