@@ -20,9 +20,16 @@ SUBMISSION_STATUS = flags.DEFINE_string(
     "submission_status", "research", "MLPerf submission_status: onprem, cloud, preview, research.")
 CHECKPOINT_EVERY_BLOCKS = flags.DEFINE_integer(
     "checkpoint_every_blocks", 0, "Save an orbax checkpoint every N blocks (0: never).")
+CHECKPOINT_EVERY_MINUTES = flags.DEFINE_float(
+    "checkpoint_every_minutes", 0.0, "Also save a checkpoint at the first block end M minutes "
+    "or more after the run's start or its last checkpoint (0: never).")
 STOP_AFTER_BLOCKS = flags.DEFINE_integer(
     "stop_after_blocks", 0,
     "Pause after N blocks with a checkpoint; rerun the same command to resume (0: run to the end).")
+RESTART = flags.DEFINE_bool(
+    "restart", False, "Start over in a --workdir whose unfinished run cannot resume (killed "
+    "before its first checkpoint): its files move to <workdir>/restarted-<k>/, log included. "
+    "A run with a checkpoint resumes as without it.")
 RUNS = flags.DEFINE_integer(
     "runs", 1, "Train N times with seeds seed..seed+N-1 into <workdir>/run_<i>, then score them "
     "as MLPerf does (drop the fastest and the slowest, average the rest).")

@@ -12,8 +12,10 @@ from suite.workload import DataInfo, Workload
 
 
 def run_many(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, runs: int,
-             notes: dict, check_log: bool) -> list[str]:
-    """Runs seeds seed, seed+1, ... into <workdir>/run_<i>; returns the log paths."""
+             notes: dict, check_log: bool) -> list[str] | None:
+    """Runs seeds seed, seed+1, ... into <workdir>/run_<i>; returns the log paths, or None
+    where a run was preempted. Rerun, the same command keeps the runs that finished with
+    these settings and resumes the preempted one."""
     if opts.stop_after_blocks:
         raise UserError("--stop_after_blocks pauses one run; it cannot be combined with --runs")
     logs = []
@@ -21,8 +23,15 @@ def run_many(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, runs:
         run_opts = dataclasses.replace(opts, seed=opts.seed + i,
                                        workdir=os.path.join(opts.workdir, f"run_{i}"))
         runner.say(f"--- run {i + 1} of {runs} ---")
+        done = runner.finished_log(workload, cfg, run_opts, data)
+        if done is not None:
+            runner.say(f"run {i + 1} finished before with these settings: kept ({done})")
+            logs.append(done)
+            continue
         result = runner.run_one(workload, copy.deepcopy(cfg), run_opts, data, notes=notes,
                                 check_log=check_log)
+        if result.status == "preempted":
+            return None
         logs.append(result.log_path)
     return logs
 

@@ -31,8 +31,48 @@ class Checkpointer:
             )
         return self._created
 
+    def uncommitted(self) -> list[str]:
+        """Checkpoints orbax began but never committed (it writes into a temporary folder
+        and renames it when done): what a process killed mid-write leaves. Orbax never
+        restores them; they are listed to say so."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(n for n in os.listdir(self.directory) if not n.isdigit()
+                      and ".orbax-checkpoint-tmp" in n)
+
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def steps(self) -> list[int]:
+        """Committed checkpoints, newest first."""
+        return sorted(self._manager.all_steps(), reverse=True)
+
+    def restore_newest_readable(self, abstract_state: Any, shardings: Any,
+                                warn) -> tuple[int, Any, dict]:
+        """(step, state, progress) of the newest committed checkpoint that restores; each
+        one that does not (truncated or corrupted files) is named by warn(line). None
+        readable: one UserError line."""
+        steps = self.steps()
+        for k, step in enumerate(steps):
+            try:
+                state, progress = self._restore(step, abstract_state, shardings)
+            except Exception as e:  # noqa: BLE001 - tensorstore, orbax, OS: all mean damage
+                # (A checkpoint of other settings never gets here: the workdir's config
+                # was compared with this run's first, suite.workdir.prepare.)
+                cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                if k + 1 == len(steps):
+                    raise UserError(
+                        f"no checkpoint in {self.directory} can be restored (the oldest, "
+                        f"{step}: {cause}); start over with --restart or a new --workdir"
+                    ) from e
+                warn(f"warning: checkpoint {self.directory}/{step} is damaged ({cause}); "
+                     f"resuming from {steps[k + 1]} instead")
+                continue
+            for damaged in steps[:k]:  # the resumed run saves those steps again
+                self._manager.delete(damaged)
+            return step, state, progress
+        raise UserError(f"{self.directory} holds no committed checkpoint; start over with "
+                        "--restart or a new --workdir")
 
     def save(self, step: int, state: Any, progress: dict) -> None:
         self._manager.save(
@@ -42,26 +82,29 @@ class Checkpointer:
             ),
         )
 
-    def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
+    def _restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             abstract_state,
             shardings,
         )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
+            ),
+        )
+        return restored["state"], restored["progress"]
+
+    def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
-                ),
-            )
+            return self._restore(step, abstract_state, shardings)
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise UserError(
                 f"checkpoint {self.directory}/{step} does not fit this config "
                 f"({type(e).__name__}); "
                 "resume with the same flags or pass a new --workdir"
             ) from e
-        return restored["state"], restored["progress"]
 
     def wait(self) -> None:
         if self._created is not None:

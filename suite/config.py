@@ -56,7 +56,9 @@ class RunOptions:
     submission_platform: str = ""  # empty: "<count>x<device kind>" of this machine
     submission_status: str = "research"
     checkpoint_every_blocks: int = 0  # 0: never
+    checkpoint_every_minutes: float = 0.0  # 0: never; else at the first block end past it
     stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
+    restart: bool = False  # an unfinished run in workdir is set aside, not resumed
     borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
 
 
@@ -72,6 +74,9 @@ def validate_options(workload, opts: RunOptions) -> None:
         )
     if opts.checkpoint_every_blocks < 0 or opts.stop_after_blocks < 0:
         raise UserError("--checkpoint_every_blocks and --stop_after_blocks must be >= 0")
+    if not opts.checkpoint_every_minutes >= 0:  # NaN too
+        raise UserError(f"--checkpoint_every_minutes must be >= 0, got "
+                        f"{opts.checkpoint_every_minutes}")
     if opts.division == "closed" and opts.preset != "reference":
         raise UserError(
             f"the {opts.preset} preset changes the model, data and target, so it is open "

@@ -14,20 +14,20 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import loops, mlperf_log, perf, weights
+from suite import loops, mlperf_log, perf, preemption, weights
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
 from suite.hparams import Logged
-from suite.loops.base import Abort
+from suite.loops.base import Abort, Preempted
 from suite.workload import DataInfo, Workload
 
 
 @dataclasses.dataclass
 class RunResult:
-    status: str  # "success" | "aborted" | "paused"
+    status: str  # "success" | "aborted" | "paused" | "preempted"
     reason: str
-    time_to_train_s: float | None  # run_start -> run_stop; None while paused
+    time_to_train_s: float | None  # run_start -> run_stop; None while paused or preempted
     epochs: int | float  # where it stopped, in the schedule's unit (epochs or samples)
     metrics: dict
     log_path: str
@@ -70,6 +70,11 @@ def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
 def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
         notes: dict | None = None) -> RunResult:
     """One timed run; notes are extra jaxperf_* events for the log's setup section."""
+    with preemption.Notice() as notice:  # from the start: a notice during compile counts
+        return _run(workload, cfg, opts, data, resume, notes, notice)
+
+
+def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
     log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0)
     ckpt = Checkpointer(opts.workdir)
     run_start_ms, unit = None, "epochs"
@@ -82,8 +87,15 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
         loop = loop_class(workload, cfg, opts, data, mesh)
         unit = loop.schedule.unit
         if resume:
-            state, progress = ckpt.restore(ckpt.latest_step(), loop.abstract_state,
-                                           loop.state_shardings)
+            for name in ckpt.uncommitted():
+                say(f"warning: ignoring {ckpt.directory}/{name}: a checkpoint never "
+                    "committed (its run died while writing it)")
+            step, state, progress = ckpt.restore_newest_readable(
+                loop.abstract_state, loop.state_shardings, say)
+            moved, lost = log.cut(progress.get("log_bytes", log.size()))
+            if moved:
+                say(f"warning: {moved} MLPerf events were logged after the checkpoint at "
+                    f"step {step} resumed from: moved to {lost}, as those steps train again")
             value, metadata = loop.resume_point(progress)
             inputs = loop.prepare(progress)
             log.event("jaxperf_resume", value, **metadata)
@@ -97,7 +109,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
             run_start_ms = progress["run_start_ms"] = int(time.time() * 1e3)
             log.start(C.RUN_START, time_ms=run_start_ms)
         result, final_state = _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
-                                      ckpt)
+                                      ckpt, notice)
         if final_state is not None:
             _save_weights(workload, cfg, opts, loop, final_state, result)
     except KeyboardInterrupt:
@@ -152,8 +164,8 @@ def _save_weights(workload, cfg, opts, loop, state, result: RunResult) -> None:
     })
 
 
-def _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
-            ckpt) -> tuple[RunResult, object]:
+def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
+            notice) -> tuple[RunResult, object]:
     """The run's result, and the final state where the run ended by its own rules (target
     reached or budget spent on real data), else None."""
     schedule, target = loop.schedule, workload.target_for(cfg)
@@ -169,7 +181,15 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
         return RunResult(status, reason, (stop_ms - progress["run_start_ms"]) / 1e3, position,
                          metrics, log.path, unit)
 
-    for report in loop.blocks(state, progress, inputs, log):
+    saved = time.time()  # this process's start counts as the last checkpoint
+    reports = loop.blocks(state, progress, inputs, log, notice)
+    while True:
+        try:
+            report = next(reports, None)
+        except Preempted as p:
+            return _preempted(p, progress, position, metrics, log, ckpt, schedule), None
+        if report is None:
+            break
         state, metrics, position = report.state, report.metrics, report.position
         progress = {"step": report.step, "epoch": position, "blocks": progress["blocks"] + 1,
                     "run_start_ms": progress["run_start_ms"]}
@@ -187,8 +207,9 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
             return stop(C.SUCCESS, f"reached {target.describe()}"), state
         paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
         every = opts.checkpoint_every_blocks
-        if paused or (every and progress["blocks"] % every == 0):
-            ckpt.save(report.step, state, progress)
+        if paused or (every and progress["blocks"] % every == 0) or _minutes_due(opts, saved):
+            ckpt.save(report.step, state, {**progress, "log_bytes": log.size()})
+            saved = time.time()
         if paused and report.step < last.end_step:
             ckpt.wait()
             return RunResult("paused", f"paused after {blocks_this_run} blocks at "
@@ -197,3 +218,31 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
     if opts.data == "synthetic":
         return stop(C.ABORTED, SYNTHETIC_DONE), None
     return stop(C.ABORTED, f"{target.describe()} not reached within {schedule.budget()}"), state
+
+
+def _preempted(p: Preempted, progress, position, metrics, log, ckpt,
+               schedule) -> RunResult:
+    """Checkpoints the step the notice stopped at (unless a block-end checkpoint holds it
+    already) and logs it; no run_stop: the same command resumes the same log."""
+    # Logged before the checkpoint records the log's length: the resumed run keeps it.
+    log.event("jaxperf_preempted", p.step, signal=preemption.SIGNAL_NAME)
+    progress = {**progress, "step": p.step, "log_bytes": log.size()}
+    if ckpt.latest_step() != p.step:
+        ckpt.save(p.step, p.state, progress)
+    ckpt.wait()  # committed before the process exits
+    return RunResult("preempted", f"preempted ({preemption.SIGNAL_NAME}) at step {p.step}, "
+                     "checkpointed", None, position, metrics, log.path, schedule.unit)
+
+
+def _minutes_due(opts, saved: float) -> bool:
+    """--checkpoint_every_minutes at a block end; every process of a job takes process 0's
+    word (their clocks differ, and all of them must save, or none)."""
+    if not opts.checkpoint_every_minutes:
+        return False
+    due = time.time() - saved >= opts.checkpoint_every_minutes * 60
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+    return due

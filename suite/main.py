@@ -4,7 +4,8 @@
   python -m suite.main --workload=resnet --data_dir=/data/tfds   # reference, ImageNet
   python -m suite.main --workload=resnet --config.base_lr=9.0    # any config field
 
-Bad input ends in one line on stderr and exit code 2.
+Bad input ends in one line on stderr and exit code 2; a run that misses its target exits
+1; a preempted run (SIGTERM) checkpoints, exits 75, and the same command resumes it.
 """
 
 # This module and suite/cli.py (the config flags, shared with the tools) read FLAGS.
@@ -19,7 +20,7 @@ from absl import app, flags, logging
 from common.errors import UserError
 from flags import config_flags, package_flags
 from flags import run_flags as F
-from suite import cli, division, registry
+from suite import cli, division, preemption, registry
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 
@@ -45,7 +46,9 @@ def _options(workload, preset: str) -> config_lib.RunOptions:
         submission_org=F.SUBMISSION_ORG.value, submission_platform=F.SUBMISSION_PLATFORM.value,
         submission_status=F.SUBMISSION_STATUS.value,
         checkpoint_every_blocks=F.CHECKPOINT_EVERY_BLOCKS.value,
+        checkpoint_every_minutes=F.CHECKPOINT_EVERY_MINUTES.value,
         stop_after_blocks=F.STOP_AFTER_BLOCKS.value, borrow_hparams=F.BORROW_HPARAMS.value,
+        restart=F.RESTART.value,
     )
 
 
@@ -112,11 +115,15 @@ def run() -> None:
     if F.RUNS.value == 1:
         result = runner.run_one(workload, cfg, opts, data, notes=notes,
                                 check_log=F.CHECK_LOG.value)
+        if result.status == "preempted":
+            sys.exit(preemption.EXIT_CODE)
         if not runner.succeeded(result):
             sys.exit(1)
         return
     logs = benchmark.run_many(workload, cfg, opts, data, runs=F.RUNS.value, notes=notes,
                               check_log=F.CHECK_LOG.value)
+    if logs is None:  # a run was preempted; the same command resumes it
+        sys.exit(preemption.EXIT_CODE)
     if jax.process_index() != 0:
         return
     from suite import scoring

@@ -51,6 +51,37 @@ class MLPerfLog:
             self._logger.end(key, value, metadata=metadata or None, time_ms=time_ms,
                              stack_offset=2)
 
+    def size(self) -> int:
+        """Bytes written so far (each event is flushed as it is logged); 0 off process 0."""
+        if not self.enabled or not os.path.exists(self.path):
+            return 0
+        return os.path.getsize(self.path)
+
+    def cut(self, size: int) -> tuple[int, str | None]:
+        """Moves what the log holds past its first `size` bytes to a file beside it and
+        truncates it there: (events moved, that file), (0, None) when nothing was past.
+        Events a run logged after its last checkpoint, before it died, would otherwise be
+        logged twice once the resumed run trains those steps again."""
+        if not self.enabled or self.size() <= size:
+            return 0, None
+        with open(self.path, "rb") as f:
+            f.seek(size)
+            tail = f.read()
+        keys = [line.split(b'"key": "', 1)[1].split(b'"', 1)[0]
+                for line in tail.splitlines() if line.startswith(b":::MLLOG")]
+        # A notice that arrived just after a block end's checkpoint finds it saved already,
+        # and logs the preemption past it: that line describes the stop, nothing to undo.
+        if all(key == b"jaxperf_preempted" for key in keys):
+            return 0, None
+        k = 0
+        while os.path.exists(lost := f"{self.path[:-len('.txt')]}.lost-{k}.txt"):
+            k += 1
+        with open(lost, "wb") as f:
+            f.write(tail)
+        # The handler appends (O_APPEND): its next event goes to the new end.
+        os.truncate(self.path, size)
+        return tail.count(b":::MLLOG"), lost
+
     def close(self):
         if self._logger:
             for h in list(self._py_logger.handlers):

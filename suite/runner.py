@@ -8,7 +8,7 @@ import shutil
 import jax
 
 from common.errors import UserError
-from suite import compliance, lifecycle
+from suite import compliance, lifecycle, mlperf_log
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 from suite.config import RunOptions
@@ -46,11 +46,22 @@ def data_info(workload: Workload, cfg, opts: RunOptions) -> DataInfo:
     return dataclasses.replace(data, data_dir=opts.data_dir)
 
 
+def _resolved(cfg, opts: RunOptions, data: DataInfo) -> dict:
+    # Through JSON, so it compares equal to what an earlier run wrote.
+    return json.loads(json.dumps(config_lib.resolved(cfg, opts, data)))
+
+
+def finished_log(workload: Workload, cfg, opts: RunOptions, data: DataInfo) -> str | None:
+    """The log of a run that finished in opts.workdir with these very settings, else None."""
+    if not workdir_lib.finished_with(opts.workdir, _resolved(cfg, opts, data)):
+        return None
+    return os.path.join(opts.workdir, mlperf_log.LOG_NAME)
+
+
 def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes: dict,
             check_log: bool) -> RunResult:
     workdir_lib.check_writable(opts.workdir)
-    # Through JSON, so it compares equal to what an earlier run wrote.
-    resolved = json.loads(json.dumps(config_lib.resolved(cfg, opts, data)))
+    resolved = _resolved(cfg, opts, data)
     resume = _prepare_workdir(opts.workdir, resolved)
     if jax.process_index() == 0 and not resume:
         config_lib.write(cfg, opts, data, opts.workdir)
@@ -62,7 +73,7 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
         f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
         + (" [resuming]" if resume else ""))
     result = lifecycle.run(workload, cfg, opts, data, resume, notes)
-    if result.status == "paused":
+    if result.status in ("paused", "preempted"):
         say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
         return result
     ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"

@@ -28,3 +28,30 @@ def test_five_runs_are_scored_packaged_and_checked(tiny_benchmark):
     assert "(jaxperf:" not in out  # the two agree when every run converged
     results = os.path.join(submission_dir, "jaxperf", "results", "1xcpu", "resnet")
     assert sorted(os.listdir(results)) == [f"result_{i}.txt" for i in range(5)]
+
+
+def test_rerun_keeps_the_runs_that_finished_with_the_same_settings(tiny_benchmark):
+    """As after a preemption: the same command keeps each finished run (and would resume
+    an unfinished one); the score is the same. Other settings never reuse a run."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    workdir, _, first = tiny_benchmark
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAXPERF_CACHE=os.path.join(os.path.dirname(workdir), "cache"))
+    args = [sys.executable, "-m", "suite.main", "--workload=resnet", "--runs=5",
+            f"--workdir={workdir}", "--submission_platform=1xcpu", "--nocheck_log"]
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    for i in range(5):
+        assert (f"run {i + 1} finished before with these settings: kept "
+                f"({workdir}/run_{i}/mlperf_log.txt)") in again.stdout
+    assert "block 1/" not in again.stdout  # nothing trained
+    score = re.compile(r"score \(olympic mean .*")
+    assert score.search(again.stdout)[0] == score.search(first.stdout)[0]
+    other = subprocess.run([*args, "--config.base_lr=3.0"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "already holds a finished run" in other.stderr

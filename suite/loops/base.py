@@ -22,6 +22,15 @@ class Abort(Exception):
         self.position = position
 
 
+class Preempted(Exception):
+    """A preemption notice stopped the loop before step `step` (that many steps done);
+    state is the train state there, for the lifecycle to checkpoint."""
+
+    def __init__(self, step: int, state: Any):
+        super().__init__(f"preempted at step {step}")
+        self.step, self.state = step, state
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockReport:
     """One block trained and evaluated, as the lifecycle prints, checks and checkpoints it."""
@@ -66,9 +75,12 @@ class Loop(abc.ABC):
         """The inputs (pipelines) for a run that stands at progress, built but unread."""
 
     @abc.abstractmethod
-    def blocks(self, state, progress: dict, inputs, log: MLPerfLog) -> Iterator[BlockReport]:
-        """Trains and evaluates block after block from progress, logging the loop's own
-        MLPerf events (blocks, epochs, evals); raises Abort to end the run early."""
+    def blocks(self, state, progress: dict, inputs, log: MLPerfLog,
+               notice) -> Iterator[BlockReport]:
+        """Trains and evaluates block after block from progress (which may stand inside a
+        block), logging the loop's own MLPerf events (blocks, epochs, evals); raises Abort
+        to end the run early, and Preempted where notice.reached(steps done) says so at a
+        step boundary (suite.preemption.Notice: ask at every step)."""
 
     @abc.abstractmethod
     def final_weights(self, state) -> Any:

@@ -13,7 +13,7 @@ from input_pipelines import synthetic
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
 from suite import perf, training
-from suite.loops.base import Abort, BlockReport, Loop
+from suite.loops.base import Abort, BlockReport, Loop, Preempted
 
 
 def sync_every_step() -> bool:
@@ -74,7 +74,7 @@ class SupervisedLoop(Loop):
         skip = step % spe
         return itertools.islice(batches, skip, None) if skip else batches
 
-    def blocks(self, state, progress, inputs, log):
+    def blocks(self, state, progress, inputs, log, notice):
         cfg, fns, schedule = self.cfg, self.fns, self.schedule
         spe, start_step = schedule.steps_per_epoch, progress["step"]
         # Made by a jitted function, not device_put: in a multi-process job the replicated
@@ -85,10 +85,16 @@ class SupervisedLoop(Loop):
         for block in schedule.blocks:
             if block.end_step <= start_step:
                 continue
-            log.start(C.BLOCK_START, **block.start_metadata())
+            # A run preempted inside a block resumes there: its block_start (and the
+            # epoch_start of a partly trained epoch) is in the log already.
+            first = max(block.start_step, start_step)
             t0 = time.perf_counter()
             step_metrics = []
-            for step in range(block.start_step, block.end_step):
+            for step in range(first, block.end_step):
+                if notice.reached(step):  # before any event of the step: none repeats
+                    raise Preempted(step, state)
+                if step == block.start_step:
+                    log.start(C.BLOCK_START, **block.start_metadata())
                 if schedule.logs_epochs and step % spe == 0:
                     log.start(C.EPOCH_START, epoch_num=step // spe + 1)
                 batch = mesh_lib.to_global(next(inputs), fns.batch_sharding)
@@ -100,13 +106,13 @@ class SupervisedLoop(Loop):
                     log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
             # One sync per block: fetching the losses waits for the last step.
             losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
-            steps = block.end_step - block.start_step
+            steps = block.end_step - first
             stats = perf.BlockStats(steps * cfg.global_batch_size, steps,
                                     time.perf_counter() - t0)
             log.end(C.BLOCK_STOP, **block.stop_metadata())
             position = block.eval_epoch
             if not np.all(np.isfinite(losses)):
-                bad = block.start_step + int(np.argmin(np.isfinite(losses))) + 1
+                bad = first + int(np.argmin(np.isfinite(losses))) + 1
                 raise Abort(f"non-finite training loss at step {bad} "
                             f"({schedule.position(position)}); lower the learning rate or "
                             "check the data", position)
