@@ -112,3 +112,28 @@ def run_infer(args: list[str], cache: str, timeout: int = 900):
                JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "suite.infer", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def restore_tiny_resnet(workdir: str, step: int | None = None) -> tuple[int, object, dict]:
+    """(step, train state, progress) of a tiny ResNet run's checkpoint (the newest where
+    step is None), restored onto this process's first device."""
+    import jax
+    from flax import linen as nn
+
+    from suite.checkpoint import Checkpointer
+    from suite.workloads.resnet import ResNetWorkload
+
+    workload = ResNetWorkload()
+    cfg = workload.config("tiny")
+    cfg.compute_dtype = "float32"
+    data = workload.synthetic_data_info(cfg)
+    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, data, k),
+                                       jax.random.key(0)))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    ckpt = Checkpointer(workdir)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        state, progress = ckpt.restore(step, abstract, jax.tree.map(lambda _: device, abstract))
+    finally:
+        ckpt.close()
+    return step, state, progress

@@ -3,14 +3,17 @@
 import os
 import re
 
-import jax
 import pytest
-from flax import linen as nn
 
 from suite import compliance
-from suite.checkpoint import Checkpointer
-from suite.workloads.resnet import ResNetWorkload
-from tests.helpers import assert_log_keys_as_recorded, metadata, read_log, run_main, values
+from tests.helpers import (
+    assert_log_keys_as_recorded,
+    metadata,
+    read_log,
+    restore_tiny_resnet,
+    run_main,
+    values,
+)
 
 
 @pytest.fixture(scope="session")
@@ -129,17 +132,7 @@ def test_pause_and_resume_continue_the_steps_and_the_log(tmp_path, cache):
     assert compliance.check(log, "4.0.0").passed
     # The optimizer's own step count went on from the checkpoint, not from zero: the
     # newest checkpoint (saved after the resume) holds exactly 12 steps per epoch so far.
-    ckpt = Checkpointer(workdir)
-    step = ckpt.latest_step()
+    step, state, progress = restore_tiny_resnet(workdir)
     assert step >= 3 * 12  # 1500 examples at batch 128: 12 steps per epoch
-    workload = ResNetWorkload()
-    cfg = workload.config("tiny")
-    cfg.compute_dtype = "float32"
-    data = workload.synthetic_data_info(cfg)
-    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, data, k),
-                                       jax.random.key(0)))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, progress = ckpt.restore(step, abstract, jax.tree.map(lambda _: device, abstract))
-    ckpt.close()
     assert progress["step"] == step and progress["epoch"] * 12 == step
     assert int(state.step) == step

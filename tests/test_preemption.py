@@ -7,13 +7,8 @@ import signal
 import subprocess
 import sys
 
-import jax
-from flax import linen as nn
-
 from suite import compliance, preemption
-from suite.checkpoint import Checkpointer
-from suite.workloads.resnet import ResNetWorkload
-from tests.helpers import ROOT, metadata, read_log, run_main, values
+from tests.helpers import ROOT, metadata, read_log, restore_tiny_resnet, run_main, values
 from tests.test_multiprocess import _free_port
 
 STEPS_PER_EPOCH = 12  # the tiny ResNet: 1,500 examples at batch 128
@@ -38,20 +33,9 @@ def _signal_in_epoch_2(procs, to) -> list[tuple[str, str]]:
 
 
 def _restored_step(workdir: str, step: int) -> int:
-    workload = ResNetWorkload()
-    cfg = workload.config("tiny")
-    cfg.compute_dtype = "float32"
-    data = workload.synthetic_data_info(cfg)
-    abstract = nn.unbox(jax.eval_shape(lambda k: workload.init(cfg, data, k),
-                                       jax.random.key(0)))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    ckpt = Checkpointer(workdir)
-    try:
-        assert ckpt.latest_step() == step
-        state, progress = ckpt.restore(step, abstract, jax.tree.map(lambda _: device, abstract))
-    finally:
-        ckpt.close()
-    assert progress["step"] == step
+    """The optimizer's step count in the newest checkpoint, which must be `step`'s."""
+    newest, state, progress = restore_tiny_resnet(workdir)
+    assert newest == step and progress["step"] == step
     return int(state.step)
 
 
