@@ -204,23 +204,36 @@ def run_scenario(lg, req: dict) -> dict:
 
 def _retry_server(harness, settings, outdir: str, max_batch: int, wait_s: float,
                   preset: str) -> tuple[dict, list]:
-    """Server's performance run, repeated at a lower target QPS while LoadGen says its
-    latency constraint was not met (settings.SERVER_RETRIES times at most), as a submitter
-    lowers user.conf's QPS and runs again. The tuning's runs were shorter, or as long but
-    earlier: a shared host's speed changes over tens of seconds (settings says by how
-    much). The runs that missed move to tune/, and the returned list says what each was."""
+    """Server's performance run, repeated while LoadGen calls it INVALID for a reason a
+    submitter would fix in user.conf and run again (settings.SERVER_RETRIES times at
+    most): the latency constraint missed, at a lower target QPS; early stopping not met
+    (a few late queries among too few), with twice the queries. The tuning's runs were
+    shorter, or as long but earlier: a shared host's speed changes over tens of seconds
+    (settings says by how much). The runs that missed move to tune/, and the returned
+    list says what each was."""
     tried, stats = [], {}
     while len(tried) < settings_lib.SERVER_RETRIES:
         d = results.detail(outdir)
-        if d.get("result_perf_constraints_met", True):
+        if d.get("result_validity") == "VALID":
             break
+        latency_missed = not d.get("result_perf_constraints_met", True)
+        if not latency_missed and d.get("early_stopping_met", True):
+            break  # nothing a rerun would change
         where = os.path.join(os.path.dirname(outdir), "tune", f"performance-missed-{len(tried)}")
         shutil.rmtree(where, ignore_errors=True)
         shutil.move(outdir, where)
-        tried.append({"target_qps": settings.server_target_qps, "outdir": where,
+        reason = (d.get("result_invalid_reason") if latency_missed
+                  else d.get("early_stopping_result")) or ""
+        tried.append({"kind": "latency" if latency_missed else "early stopping",
+                      "target_qps": settings.server_target_qps, "outdir": where,
+                      "queries": d.get("result_query_count", 0),
                       "p99_ms": d.get("result_99.00_percentile_latency_ns", 0) / 1e6,
-                      "reason": (d.get("result_invalid_reason") or "").strip()})
-        settings.server_target_qps *= settings_lib.server_retry_step(preset)
+                      "reason": " ".join(reason.split())})
+        if latency_missed:
+            settings.server_target_qps *= settings_lib.server_retry_step(preset)
+        else:
+            settings.min_query_count = 2 * max(settings.min_query_count,
+                                               d.get("result_query_count", 0))
         stats = harness.run(settings, outdir, max_batch, wait_s, None)
     return stats, tried
 

@@ -349,8 +349,9 @@ def write_package(harness: "Harness", package: Package, rows: list[dict]) -> str
 
 def _describe(result: dict, workload) -> str:
     if result["mode"] == "performance":
-        missed = "".join(f"; before it, {r['target_qps']:.4g} qps missed the latency bound "
-                         f"(p99 {r['p99_ms']:.3g} ms)" for r in result.get("retries", []))
+        missed = "".join(f"; before it, a run at {r['target_qps']:.4g} qps was INVALID "
+                         f"(p99 {r['p99_ms']:.3g} ms; {r['reason']})"
+                         for r in result.get("retries", []))
         return (f"{'VALID' if result['valid'] else 'INVALID'} {result['metric']:.4g} "
                 f"{result['unit']}" + (f" ({result['reason']})" if result["reason"] else "")
                 + missed)

@@ -40,11 +40,12 @@ def user_conf(model: str, preset: str, found: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Server's performance run is run again at a lower QPS when LoadGen says it missed the
-# latency bound (suite.serving.child): at most this many times, each at this share of the
-# last rate. The tiny preset halves it: on this project's 2-vCPU CI host, runs at one rate
-# in one process went from p99 6.9 ms to 25 ms and back within a minute, while the
-# hypervisor took 6-9 % of the time (vmstat's steal) instead of 0-1 %.
+# Server's performance run is run again when LoadGen calls it INVALID (suite.serving.child):
+# at most this many times; at this share of the last rate where it missed the latency
+# bound, with twice the queries where early stopping wanted more. The tiny preset halves
+# the rate: on this project's 2-vCPU CI host, runs at one rate in one process went from
+# p99 6.9 ms to 25 ms and back within a minute, while the hypervisor took 6-9 % of the
+# time (vmstat's steal) instead of 0-1 %.
 SERVER_RETRIES = 2
 SERVER_RETRY_STEP, TINY_SERVER_RETRY_STEP = 0.8, 0.5
 
