@@ -14,7 +14,7 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import loops, mlperf_log, perf, preemption, weights
+from suite import loops, mlperf_log, perf, preemption, recorders, weights
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
@@ -78,6 +78,8 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
     log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0)
     ckpt = Checkpointer(opts.workdir)
     run_start_ms, unit = None, "epochs"
+    hooks = recorders.for_run(workload, cfg, opts)
+    status = "error"
     try:
         loop_class = loops.get(workload.kind)
         if not resume:
@@ -100,6 +102,8 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
             inputs = loop.prepare(progress)
             log.event("jaxperf_resume", value, **metadata)
             run_start_ms = progress["run_start_ms"]
+            for hook in hooks:
+                hook.started(run_start_ms, resumed=True)
         else:
             progress = {"step": 0, "epoch": 0, "blocks": 0, "run_start_ms": None}
             state = loop.init_state(opts.seed)
@@ -108,28 +112,42 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
             log.end(C.INIT_STOP)
             run_start_ms = progress["run_start_ms"] = int(time.time() * 1e3)
             log.start(C.RUN_START, time_ms=run_start_ms)
+            for hook in hooks:
+                hook.started(run_start_ms, resumed=False)
         result, final_state = _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
-                                      ckpt, notice)
+                                      ckpt, notice, hooks)
+        status = result.status
         if final_state is not None:
             _save_weights(workload, cfg, opts, loop, final_state, result)
     except KeyboardInterrupt:
-        ckpt.close()
-        log.close()
+        _close(ckpt, log, hooks, "error")
         raise
     except BaseException as e:
         stop_ms = int(time.time() * 1e3)
         if run_start_ms is not None:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            _stopping(hooks, log)
             log.end(C.RUN_STOP, time_ms=stop_ms, status=C.ABORTED, reason=reason[:300])
-        ckpt.close()
-        log.close()
-        if isinstance(e, Abort):
+        aborted = isinstance(e, Abort)
+        _close(ckpt, log, hooks, C.ABORTED if aborted else "error")
+        if aborted:
             return RunResult(C.ABORTED, str(e), (stop_ms - run_start_ms) / 1e3, e.position,
                              {}, log.path, unit)
         raise
+    _close(ckpt, log, hooks, status)
+    return result
+
+
+def _stopping(hooks, log) -> None:
+    for hook in hooks:
+        hook.stopping(log)
+
+
+def _close(ckpt, log, hooks, status: str) -> None:
     ckpt.close()
     log.close()
-    return result
+    for hook in hooks:
+        hook.closed(status)
 
 
 EVAL_METRICS = "eval_metrics.jsonl"
@@ -164,8 +182,8 @@ def _save_weights(workload, cfg, opts, loop, state, result: RunResult) -> None:
     })
 
 
-def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
-            notice) -> tuple[RunResult, object]:
+def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notice,
+            hooks) -> tuple[RunResult, object]:
     """The run's result, and the final state where the run ended by its own rules (target
     reached or budget spent on real data), else None."""
     schedule, target = loop.schedule, workload.target_for(cfg)
@@ -177,6 +195,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
 
     def stop(status, reason) -> RunResult:
         stop_ms = int(time.time() * 1e3)
+        _stopping(hooks, log)
         log.end(C.RUN_STOP, time_ms=stop_ms, status=status, reason=reason, epoch_num=position)
         return RunResult(status, reason, (stop_ms - progress["run_start_ms"]) / 1e3, position,
                          metrics, log.path, unit)
@@ -187,6 +206,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
         try:
             report = next(reports, None)
         except Preempted as p:
+            _stopping(hooks, log)
             return _preempted(p, progress, position, metrics, log, ckpt, schedule), None
         if report is None:
             break
@@ -203,6 +223,9 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
              f"MFU {'n/a' if util is None else f'{util:.1%}'} | "
              f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
              f"ETA <= {perf.format_eta(report.eta_s)}")
+        record = recorders.BlockRecord(progress["blocks"], report, util, unit)
+        for hook in hooks:
+            hook.block(record)
         if opts.data == "real" and target.reached(metrics):
             return stop(C.SUCCESS, f"reached {target.describe()}"), state
         paused = opts.stop_after_blocks and blocks_this_run >= opts.stop_after_blocks
@@ -211,6 +234,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt,
             ckpt.save(report.step, state, {**progress, "log_bytes": log.size()})
             saved = time.time()
         if paused and report.step < last.end_step:
+            _stopping(hooks, log)
             ckpt.wait()
             return RunResult("paused", f"paused after {blocks_this_run} blocks at "
                              f"{schedule.position(position)}", None, position, metrics,

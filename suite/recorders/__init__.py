@@ -1,0 +1,17 @@
+"""What a run records besides its MLPerf log, each a Recorder the lifecycle calls at the
+same points (run start, each block, just before run_stop, after the log closes).
+
+The lifecycle knows only this list; a new kind of record (TensorBoard scalars, energy, a
+copy of the workdir elsewhere) is one module here and one line in `for_run`.
+"""
+
+from suite.recorders.base import BlockRecord, Recorder
+
+
+def for_run(workload, cfg, opts) -> list[Recorder]:
+    """The recorders of one run, in the order they are called."""
+    del workload, cfg, opts  # each recorder decides from them whether it applies
+    return []
+
+
+__all__ = ["BlockRecord", "Recorder", "for_run"]
