@@ -106,6 +106,14 @@ def assert_log_keys_as_recorded(events: list[dict], workload: str) -> None:
         assert block in middles, (block, middles)
 
 
+def assert_one_error(proc, needle: str) -> None:
+    """Exit 2 and one error line (TensorFlow may log its own lines as it loads)."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def run_infer(args: list[str], cache: str, timeout: int = 900):
     """`python -m suite.infer` on one CPU device, as a user would run it."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
