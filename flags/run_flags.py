@@ -10,7 +10,9 @@ DATA = flags.DEFINE_string(
     "data", "real", "'real' or 'synthetic' (random batches: throughput only, never a result).")
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: MLPerf log, resolved config, checkpoints. "
-    "Default: runs/<workload>-<preset>-<time>.")
+    "Default: runs/<workload>-<preset>-<time>. May be a bucket (gs://...; file:///dir to "
+    "try it locally): checkpoints go there, the rest is staged under $JAXPERF_CACHE/workdirs "
+    "and copied up at each block end and at the end.")
 SEED = flags.DEFINE_integer("seed", 0, "Run seed; logged as MLPerf 'seed'.")
 DIVISION = flags.DEFINE_string("division", None,
                                "closed or open. Default: closed for reference, open otherwise.")

@@ -6,7 +6,7 @@ import math
 import os
 
 from common.errors import UserError
-from suite import runner, scoring
+from suite import remote_workdir, runner, scoring
 from suite.config import RunOptions
 from suite.workload import DataInfo, Workload
 
@@ -20,7 +20,8 @@ def run_many(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, runs:
         raise UserError("--stop_after_blocks pauses one run; it cannot be combined with --runs")
     logs = []
     for i in range(runs):
-        run_opts = dataclasses.replace(opts, seed=opts.seed + i,
+        remote = opts.remote_workdir and remote_workdir.join(opts.remote_workdir, f"run_{i}")
+        run_opts = dataclasses.replace(opts, seed=opts.seed + i, remote_workdir=remote,
                                        workdir=os.path.join(opts.workdir, f"run_{i}"))
         runner.say(f"--- run {i + 1} of {runs} ---")
         done = runner.finished_log(workload, cfg, run_opts, data)

@@ -5,8 +5,15 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from common.errors import UserError
+
+
+def committed_steps(directory: str) -> list[int]:
+    """The steps orbax committed in a checkpoints folder, by its own rule for the storage
+    (a renamed folder, or a commit file in a bucket)."""
+    return ocp.path.step.checkpoint_steps(directory)
 
 
 class Checkpointer:
@@ -18,7 +25,10 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, max_to_keep: int = 2):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        # A URL (gs://: a remote workdir, suite.remote_workdir) is absolute already, and
+        # orbax writes there through tensorstore.
+        root = workdir if "://" in workdir else os.path.abspath(workdir)
+        self.directory = f"{root.rstrip('/')}/checkpoints"
         self._max_to_keep = max_to_keep
         self._created = None  # made on first use: runs without checkpoints leave no folder
 
@@ -32,13 +42,16 @@ class Checkpointer:
         return self._created
 
     def uncommitted(self) -> list[str]:
-        """Checkpoints orbax began but never committed (it writes into a temporary folder
-        and renames it when done): what a process killed mid-write leaves. Orbax never
-        restores them; they are listed to say so."""
-        if not os.path.isdir(self.directory):
+        """Checkpoints orbax began but never committed (on a file system it writes into a
+        temporary folder and renames it when done; in a gs:// bucket it writes the step's
+        folder in place and commit_success.txt last): what a process killed mid-write
+        leaves. Orbax never restores them; they are listed to say so."""
+        folder = epath.Path(self.directory)
+        if not folder.is_dir():
             return []
-        return sorted(n for n in os.listdir(self.directory) if not n.isdigit()
-                      and ".orbax-checkpoint-tmp" in n)
+        committed = {str(step) for step in committed_steps(self.directory)}
+        return sorted(p.name for p in folder.iterdir() if p.name not in committed
+                      and (p.name.isdigit() or ".orbax-checkpoint-tmp" in p.name))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -60,6 +60,9 @@ class RunOptions:
     stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
     restart: bool = False  # an unfinished run in workdir is set aside, not resumed
     borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
+    # --workdir=gs://... (suite.remote_workdir): orbax writes there, and `workdir` is the
+    # local staging copy of everything else, copied up as the run goes.
+    remote_workdir: str | None = None
 
 
 def validate_options(workload, opts: RunOptions) -> None:

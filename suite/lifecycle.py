@@ -14,7 +14,7 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import loops, mlperf_log, perf, preemption, recorders, weights
+from suite import loops, mlperf_log, perf, preemption, recorders, remote_workdir, weights
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
@@ -76,7 +76,7 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
 
 def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
     log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0)
-    ckpt = Checkpointer(opts.workdir)
+    ckpt = Checkpointer(remote_workdir.files_root(opts))
     run_start_ms, unit = None, "epochs"
     hooks = recorders.for_run(workload, cfg, opts)
     status = "error"
@@ -173,7 +173,7 @@ def _save_weights(workload, cfg, opts, loop, state, result: RunResult) -> None:
     """After run_stop, outside the timed run: the weights inference serves, kept whether or
     not the target was reached (final_weights.json says which)."""
     target = workload.target_for(cfg)
-    weights.save(opts.workdir, loop.final_weights(state), {
+    weights.save(opts.workdir, remote_workdir.files_root(opts), loop.final_weights(state), {
         "workload": workload.name, "benchmark": workload.benchmark, "preset": opts.preset,
         "division": opts.division, "status": result.status, "reason": result.reason,
         "reached_target": result.status == C.SUCCESS, "target": target.describe(),

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from common.errors import UserError
 from flags import config_flags, package_flags
 from flags import run_flags as F
-from suite import cli, division, preemption, registry
+from suite import cli, division, preemption, registry, remote_workdir
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 
@@ -40,9 +40,13 @@ def _options(workload, preset: str) -> config_lib.RunOptions:
     division = F.DIVISION.value or ("closed" if preset == "reference" else "open")
     workdir = F.WORKDIR.value or os.path.join(
         "runs", f"{workload.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    remote = None
+    if remote_workdir.is_remote(workdir):
+        remote_workdir.check_url(workdir)
+        remote, workdir = workdir, remote_workdir.staging_dir(workdir)
     return config_lib.RunOptions(
-        workload=workload.name, preset=preset, workdir=workdir, data=F.DATA.value,
-        data_dir=F.DATA_DIR.value, seed=F.SEED.value, division=division,
+        workload=workload.name, preset=preset, workdir=workdir, remote_workdir=remote,
+        data=F.DATA.value, data_dir=F.DATA_DIR.value, seed=F.SEED.value, division=division,
         submission_org=F.SUBMISSION_ORG.value, submission_platform=F.SUBMISSION_PLATFORM.value,
         submission_status=F.SUBMISSION_STATUS.value,
         checkpoint_every_blocks=F.CHECKPOINT_EVERY_BLOCKS.value,
@@ -111,7 +115,11 @@ def run() -> None:
     cfg, notes = _config(workload, preset, opts, jax.device_count(), jax.default_backend())
     # Before the data check, which can take seconds (preparing built-in data, say).
     workdir_lib.check_writable(opts.workdir)
+    if opts.remote_workdir:
+        remote_workdir.check_reachable(opts.remote_workdir)
     data = runner.data_info(workload, cfg, opts)
+    if opts.remote_workdir and jax.process_index() == 0:  # it alone reads and writes the
+        remote_workdir.pull(opts.remote_workdir, opts.workdir)  # workdir's files
     if F.RUNS.value == 1:
         result = runner.run_one(workload, cfg, opts, data, notes=notes,
                                 check_log=F.CHECK_LOG.value)

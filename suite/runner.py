@@ -8,7 +8,7 @@ import shutil
 import jax
 
 from common.errors import UserError
-from suite import compliance, lifecycle, mlperf_log
+from suite import compliance, lifecycle, mlperf_log, remote_workdir
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 from suite.config import RunOptions
@@ -16,17 +16,17 @@ from suite.lifecycle import RunResult, say
 from suite.workload import DataInfo, Workload
 
 
-def _prepare_workdir(workdir: str, resolved: dict) -> bool:
+def _prepare_workdir(workdir: str, resolved: dict, files_root: str) -> bool:
     """Process 0 owns the workdir; every process learns whether the run resumes."""
     if jax.process_count() == 1:
-        return workdir_lib.prepare(workdir, resolved)
+        return workdir_lib.prepare(workdir, resolved, files_root)
     import numpy as np
     from jax.experimental import multihost_utils
 
     code, error = 2, None
     if jax.process_index() == 0:
         try:
-            code = int(workdir_lib.prepare(workdir, resolved))
+            code = int(workdir_lib.prepare(workdir, resolved, files_root))
         except UserError as e:
             error = e
     # Every process must reach the broadcast, so process 0 raises only after it.
@@ -52,17 +52,22 @@ def _resolved(cfg, opts: RunOptions, data: DataInfo) -> dict:
 
 
 def finished_log(workload: Workload, cfg, opts: RunOptions, data: DataInfo) -> str | None:
-    """The log of a run that finished in opts.workdir with these very settings, else None."""
-    if not workdir_lib.finished_with(opts.workdir, _resolved(cfg, opts, data)):
-        return None
-    return os.path.join(opts.workdir, mlperf_log.LOG_NAME)
+    """The log of a run that finished in opts.workdir with these very settings, else None.
+    Process 0's word for every process: it alone holds a remote workdir's staging copy."""
+    finished = workdir_lib.finished_with(opts.workdir, _resolved(cfg, opts, data))
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        finished = bool(multihost_utils.broadcast_one_to_all(np.int32(finished)))
+    return os.path.join(opts.workdir, mlperf_log.LOG_NAME) if finished else None
 
 
 def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes: dict,
             check_log: bool) -> RunResult:
     workdir_lib.check_writable(opts.workdir)
     resolved = _resolved(cfg, opts, data)
-    resume = _prepare_workdir(opts.workdir, resolved)
+    resume = _prepare_workdir(opts.workdir, resolved, remote_workdir.files_root(opts))
     if jax.process_index() == 0 and not resume:
         config_lib.write(cfg, opts, data, opts.workdir)
         # Files the data came with (a vocabulary): a synthetic run has none to copy.
@@ -71,6 +76,7 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
     say(f"{workload.name} ({opts.preset}, {opts.division} division, seed {opts.seed}) on "
         f"{lifecycle.platform_name()}: data {data.source}, global batch {cfg.global_batch_size}, "
         f"target {workload.target_for(cfg).describe()}, workdir {opts.workdir}"
+        + (f" (copied to {opts.remote_workdir})" if opts.remote_workdir else "")
         + (" [resuming]" if resume else ""))
     result = lifecycle.run(workload, cfg, opts, data, resume, notes)
     if result.status in ("paused", "preempted"):

@@ -20,9 +20,10 @@ from suite import config as config_lib
 FOLDER, META = "final_weights", "final_weights.json"
 
 
-def save(workdir: str, weights: Any, meta: dict) -> str:
-    """Every process calls this (orbax saves sharded arrays collectively)."""
-    path = os.path.join(os.path.abspath(workdir), FOLDER)
+def save(workdir: str, files_root: str, weights: Any, meta: dict) -> str:
+    """Every process calls this (orbax saves sharded arrays collectively). The weights go
+    under files_root (a remote workdir: suite.remote_workdir), the JSON into workdir."""
+    path = os.path.join(_absolute(files_root), FOLDER)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(path, weights)
     checkpointer.wait_until_finished()
@@ -33,12 +34,20 @@ def save(workdir: str, weights: Any, meta: dict) -> str:
     return path
 
 
+def _absolute(path: str) -> str:
+    """Orbax wants absolute paths; a URL (gs://) is one already."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 class Checkpoint:
     """A training workdir's final weights, checked before anything is restored."""
 
     def __init__(self, workdir: str):
         self.workdir = workdir
         meta_path = os.path.join(workdir, META)
+        if "://" in workdir:
+            raise UserError(f"--checkpoint {workdir}: serving reads a workdir on this "
+                            "machine; copy it down first (gcloud storage cp -r) and pass that")
         if not os.path.isdir(workdir):
             raise UserError(f"--checkpoint {workdir} does not exist; pass the workdir of a "
                             "finished training run (python -m suite.main --workdir=...)")
