@@ -41,6 +41,10 @@ def parser(check: Callable | None = None) -> Callable[[list[str]], list[str]]:
             if check is not None:
                 check(workload, preset_name())
             _CONFIG = F.define_config(default)
+            # The second pass parses every flag again: a repeatable flag (--system) would
+            # hold each value twice unless it starts over.
+            for name in [n for n in FLAGS if isinstance(FLAGS[n], flags.MultiFlag)]:
+                FLAGS[name].unparse()
             return FLAGS(argv)
         except UserError as e:
             fail(str(e))
@@ -65,5 +69,7 @@ def config():
 
 
 def explicit_fields() -> set[str]:
-    """Config fields the command line set itself (they win over borrowed hparams)."""
-    return {a.split("=", 1)[0][len("--config."):] for a in sys.argv if a.startswith("--config.")}
+    """Config fields the command line set itself, in a --flagfile too (they win over borrowed
+    hparams)."""
+    return {name[len("config."):] for name in FLAGS
+            if name.startswith("config.") and FLAGS[name].present}

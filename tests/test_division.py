@@ -58,8 +58,11 @@ def lender_log(tmp_path_factory, cache):
 
 def test_borrowed_hparams_are_used_and_recorded(tmp_path, cache, lender_log):
     workdir = str(tmp_path / "borrower")
+    # An explicit field wins over a borrowed one from an absl --flagfile too.
+    flagfile = tmp_path / "borrower.flags"
+    flagfile.write_text("--config.momentum=0.8\n")
     proc = run_main(["--data=synthetic", f"--workdir={workdir}", "--config.max_epochs=1",
-                     f"--borrow_hparams={lender_log}", "--config.momentum=0.8"], cache)
+                     f"--borrow_hparams={lender_log}", f"--flagfile={flagfile}"], cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
     assert values(events, "lars_opt_base_learning_rate") == [1.7]
