@@ -9,11 +9,9 @@ around; the same PNGs are also written to report_files/ next to it.
 """
 
 import argparse
-import base64
 import dataclasses
 import functools
 import html
-import io
 import json
 import math
 import os
@@ -21,6 +19,7 @@ import re
 import sys
 
 from common.errors import UserError
+from suite import report_html as H
 from suite import scoring
 from suite.target import Target
 
@@ -141,36 +140,19 @@ def _sections(logs: list[str]) -> list[_Section]:
 
 # ---- plots -----------------------------------------------------------------------------
 
-def _figure(title: str, xlabel: str, ylabel: str):
-    # Figure without pyplot: no global backend or figure registry, safe in any process.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _color(i: int):
-    from matplotlib import colormaps
-
-    return colormaps["tab10"](i % 10)
-
-
 def _label(run: scoring.RunRecord) -> str:
     return f"seed {run.seed}" if run.seed is not None else os.path.basename(run.path)
 
 
 def _plot_evals(s: _Section):
     metric = s.targets[0][0] if s.targets else "eval_accuracy"
-    fig, ax = _figure(f"{s.title}: eval {metric} vs time", "seconds since run_start", metric)
+    fig, ax = H.figure(f"{s.title}: eval {metric} vs time", "seconds since run_start", metric)
     for i, run in ((i, r) for i, r in enumerate(s.runs) if r.evals):
         t, _, v = zip(*run.evals, strict=True)
         note = "" if run.converged else " (did not converge)"
-        ax.plot(t, v, marker=".", color=_color(i), label=_label(run) + note)
+        ax.plot(t, v, marker=".", color=H.color(i), label=_label(run) + note)
         if run.converged:
-            ax.plot(t[-1], v[-1], marker="*", markersize=14, color=_color(i), mec="black",
+            ax.plot(t[-1], v[-1], marker="*", markersize=14, color=H.color(i), mec="black",
                     linestyle="none")
     for metric_name, op, value in s.targets:
         ax.axhline(value, color="black", linestyle="--", label=f"target {metric_name} {op} {value}")
@@ -181,7 +163,7 @@ def _plot_evals(s: _Section):
 
 
 def _plot_spread(s: _Section):
-    fig, ax = _figure(f"{s.title}: time-to-train per run", "time-to-train (s)", "")
+    fig, ax = H.figure(f"{s.title}: time-to-train per run", "time-to-train (s)", "")
     finite = [r.seconds for r in s.runs if r.converged]
     if s.score:
         finite += [x for x in (s.score.seconds, *s.spread.ci95) if math.isfinite(x)]
@@ -197,7 +179,7 @@ def _plot_spread(s: _Section):
     dropped = s.score.dropped if s.score else ()
     for i, run in enumerate(s.runs):
         x = run.seconds if run.converged else edge
-        ax.plot(x, i, marker="o" if run.converged else "X", markersize=9, color=_color(i),
+        ax.plot(x, i, marker="o" if run.converged else "X", markersize=9, color=H.color(i),
                 linestyle="none")
         if not run.converged:
             ax.annotate("did not converge", (x, i), xytext=(0, 14), textcoords="offset points",
@@ -210,7 +192,7 @@ def _plot_spread(s: _Section):
         upper = " (upper bound ∞)" if math.isinf(s.spread.ci95[1]) else ""
         ax.axvspan(low, high, color="tab:blue", alpha=0.15, label=f"bootstrap 95 % CI{upper}")
         ax.axvline(min(s.score.seconds, edge), color="black",
-                   label=f"olympic score {_s(s.score.seconds)} s" if math.isfinite(
+                   label=f"olympic score {H.number(s.score.seconds)} s" if math.isfinite(
                        s.score.seconds) else "olympic score ∞ (2+ runs did not converge)")
     else:
         ax.text(0.5, 0.97, f"no olympic score: needs at least 3 runs, have {len(s.runs)}",
@@ -230,11 +212,11 @@ def _plot_spread(s: _Section):
 def _plot_throughput(s: _Section):
     where = ("samples trained (end of block)" if any(r.counts_samples for r in s.runs)
              else "epoch (last of block)")
-    fig, ax = _figure(f"{s.title}: training throughput per block", where, "samples/s")
+    fig, ax = H.figure(f"{s.title}: training throughput per block", where, "samples/s")
     for i, run in enumerate(s.runs):
         points = run.block_throughput()
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o", color=_color(i), label=_label(run))
+            ax.plot(*zip(*points, strict=True), marker="o", color=H.color(i), label=_label(run))
     ax.set_ylim(bottom=0)
     if ax.lines:
         ax.legend(fontsize="small", loc="lower right")
@@ -242,22 +224,6 @@ def _plot_throughput(s: _Section):
 
 
 # ---- HTML ------------------------------------------------------------------------------
-
-_CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222} table{border-"
-        "collapse:collapse;margin:1em 0} td,th{border:1px solid #bbb;padding:3px 8px;text-align:"
-        "left} th{background:#eee} img{max-width:100%} .note{color:#a33}")
-
-
-def _s(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}f}" if math.isfinite(x) else ("inf" if x > 0 else "n/a")
-
-
-def _table(cls: str, header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
-
 
 def _summary(s: _Section) -> tuple[str, list[str]]:
     runs, notes = s.runs, []
@@ -271,9 +237,9 @@ def _summary(s: _Section) -> tuple[str, list[str]]:
         notes.append(f"an olympic score needs at least 3 runs; this benchmark has {len(runs)}")
     else:
         v = s.spread
-        score = (f"{_s(s.score.minutes)} min ({_s(s.score.seconds)} s)"
+        score = (f"{H.number(s.score.minutes)} min ({H.number(s.score.seconds)} s)"
                  if math.isfinite(s.score.seconds) else "∞ (did not converge)")
-        ci = " to ".join(f"{_s(x)} s" if math.isfinite(x) else "∞" for x in v.ci95)
+        ci = " to ".join(f"{H.number(x)} s" if math.isfinite(x) else "∞" for x in v.ci95)
         cv = f"{v.cv * 100:.2f} %" if math.isfinite(v.cv) else "n/a (fewer than 2 converged)"
         runs_for = " / ".join(str(v.runs_for[p]) if v.runs_for[p] else "n/a" for p in (0.02, 0.05))
         if math.isinf(s.score.seconds):
@@ -283,21 +249,22 @@ def _summary(s: _Section) -> tuple[str, list[str]]:
               "95 % CI (bootstrap)", "CV", "runs for ±2 % / ±5 %", "system"]
     row = [runs[0].benchmark, divisions, target, str(len(runs)), str(converged), score, ci, cv,
            runs_for, s.system or "unknown"]
-    return _table("summary", header, [row]), notes
+    return H.table("summary", header, [row]), notes
 
 
 def _runs_table(s: _Section, root: str) -> str:
     dropped = s.score.dropped if s.score else ()
     rows = []
     for i, (run, wall) in enumerate(zip(s.runs, s.elapsed, strict=True)):
-        ttt = (_s(run.seconds) if run.converged else "did not converge" +
-               (f" (stopped after {_s(wall)} s)" if math.isfinite(wall) else " (no run_stop)"))
+        ttt = (H.number(run.seconds) if run.converged else "did not converge" +
+               (f" (stopped after {H.number(wall)} s)" if math.isfinite(wall)
+                else " (no run_stop)"))
         final = f"{run.evals[-1][2]:.4f}" if run.evals else "n/a"
         drop = "n/a" if s.score is None else ("yes" if i in dropped else "no")
         rows.append([str(run.seed), run.status, ttt, str(run.epochs), final, drop,
                      os.path.relpath(run.path, root)])
     header = ["seed", "status", "time-to-train (s)", "epochs", "final metric", "dropped", "log"]
-    return _table("runs", header, rows)
+    return H.table("runs", header, rows)
 
 
 def _section_html(s: _Section, root: str, files_dir: str) -> str:
@@ -308,14 +275,7 @@ def _section_html(s: _Section, root: str, files_dir: str) -> str:
              ("spread", "time-to-train spread", _plot_spread),
              ("throughput", "throughput per block", _plot_throughput))
     for kind, caption, plot in plots:
-        buf = io.BytesIO()
-        plot(s).savefig(buf, format="png")
-        png = buf.getvalue()
-        with open(os.path.join(files_dir, f"{s.slug}_{kind}.png"), "wb") as f:
-            f.write(png)
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<h3>{html.escape(caption)}</h3><img alt="{html.escape(caption)}" '
-                     f'src="data:image/png;base64,{data}">')
+        parts.append(H.image(plot(s), os.path.join(files_dir, f"{s.slug}_{kind}.png"), caption))
     parts += ["<h3>runs</h3>", _runs_table(s, root)]
     return "\n".join(parts)
 
@@ -333,11 +293,10 @@ def build(root: str, out_path: str | None = None) -> str:
         body = "\n".join(_section_html(s, root, files_dir) for s in sections)
         toc = "".join(f'<li><a href="#{html.escape(s.slug)}">{html.escape(s.title)}</a></li>'
                       for s in sections)
-        page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>jaxperf report: "
-                f"{html.escape(root)}</title><style>{_CSS}</style></head><body>\n"
-                f"<h1>jaxperf report</h1><p>{len(logs)} run logs under "
-                f"<code>{html.escape(os.path.abspath(root))}</code></p><ul>{toc}</ul>\n"
-                f"{body}\n</body></html>\n")
+        page = H.page(f"jaxperf report: {root}",
+                      f"<h1>jaxperf report</h1><p>{len(logs)} run logs under "
+                      f"<code>{html.escape(os.path.abspath(root))}</code></p><ul>{toc}</ul>\n"
+                      f"{body}")
         with open(out_path, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as e:
