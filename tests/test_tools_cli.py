@@ -1,9 +1,12 @@
-"""Tools read --workload, --preset and --config.* with suite.main's own parser."""
+"""Tools read --workload, --preset and --config.* with suite.main's own parser, and an absl
+--flagfile (the argparse ones too)."""
 
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -43,3 +46,20 @@ def test_tools_refuse_bad_config_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: mesh fsdp=1 x model=3 does "
                                                            "not divide 8 devices")
+
+
+def test_argparse_tools_read_an_absl_flagfile(tmp_path, capsys):
+    from tools import report
+
+    missing = tmp_path / "no-runs-here"
+    flagfile = tmp_path / "report.flags"
+    flagfile.write_text(f"# the report's arguments\n{missing}\n--out={tmp_path / 'r.html'}\n")
+    assert report.main([f"--flagfile={flagfile}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {missing} is not a directory; pass a submission package or a dir of runs")
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([f"--flagfile={tmp_path / 'absent.flags'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Unable to open flagfile") and \
+        err[0].endswith("pass a readable --flagfile")

@@ -19,6 +19,7 @@ import os
 import time
 
 from common.errors import UserError
+from flags import flagfile
 from input_pipelines import criteo, planted_clicks
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab_cap", type=int, default=100_000,
                         help="largest vocabulary with --reference_shape (the real ones reach 40M)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flagfile.expand(argv))
     start = time.perf_counter()
     try:
         manifest = make(args.out, num_days=args.num_days, rows_per_day=args.rows_per_day,

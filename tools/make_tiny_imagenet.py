@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from common.errors import UserError
+from flags import flagfile
 
 DATASET = "imagenet2012"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_per_class", type=int, default=4)
     parser.add_argument("--val", type=int, default=20, help="first N validation images")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flagfile.expand(argv))
     start = time.perf_counter()
     try:
         data_dir = make(

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 from common.errors import UserError
+from flags import flagfile
 
 TRAIN_DATASET = "wmt17_translate/de-en"
 EVAL_DATASET = "wmt14_translate/de-en"
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_examples", type=int, default=2000)
     parser.add_argument("--validation_examples", type=int, default=100)
     parser.add_argument("--test_examples", type=int, default=200)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flagfile.expand(argv))
     start = time.perf_counter()
     try:
         data_dir = make(

@@ -19,6 +19,7 @@ import re
 import sys
 
 from common.errors import UserError
+from flags import flagfile
 from suite import report_html as H
 from suite import scoring
 from suite.target import Target
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.report", description=doc)
     parser.add_argument("dir", help="submission package or directory of run logs")
     parser.add_argument("--out", help="report path (default <dir>/report.html)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flagfile.expand(argv))
     try:
         path = build(args.dir, args.out)
     except UserError as e:

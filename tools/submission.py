@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from common.errors import UserError
+from flags import flagfile
 from suite.submission import DEFAULT_RULESET, USAGE, check_package, summarize
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--ruleset", default=DEFAULT_RULESET)
     check.add_argument("--inference_repo", default=None,
                        help="a checkout of mlcommons/inference: checks an inference package")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(flagfile.expand(argv))
     try:
         if args.inference_repo is not None:
             return _inference(args.package_dir, args.inference_repo)
