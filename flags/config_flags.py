@@ -15,9 +15,12 @@ DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data directory holding the prepared dataset (e.g. imagenet2012).")
 
 
-def define_config(default) -> flags.FlagHolder:
+def define_config(default, flag_values: flags.FlagValues = flags.FLAGS,
+                  sys_argv: list[str] | None = None) -> flags.FlagHolder:
     """--config and its per-field overrides (--config.base_lr=...), typed by the defaults.
 
-    Defined after --workload/--preset are known, since they decide the fields.
+    Defined after --workload/--preset are known, since they decide the fields. The override
+    flags come from sys_argv (default: the command line, --flagfile contents included).
     """
-    return config_flags.DEFINE_config_dict("config", default, lock_config=True)
+    return config_flags.DEFINE_config_dict("config", default, flag_values=flag_values,
+                                           lock_config=True, sys_argv=sys_argv)

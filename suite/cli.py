@@ -8,6 +8,7 @@ on stderr and exit code 2.
 import sys
 from collections.abc import Callable
 
+import ml_collections
 from absl import flags
 
 from common.errors import UserError
@@ -51,12 +52,33 @@ def parser(check: Callable | None = None) -> Callable[[list[str]], list[str]]:
         except flags.Error as e:
             fail(f"{e}; see --help")
         except (AttributeError, KeyError) as e:
-            # ml_collections reports an override of a field the config lacks this way.
-            field = str(e).strip("'\"")
-            known = ", ".join(sorted(default.keys())) if default is not None else "?"
-            fail(f"unknown config field {field!r} in a --config.* flag; fields: {known}")
+            fail(_unknown_field(e, default))
 
     return parse
+
+
+def _unknown_field(e: Exception, default) -> str:
+    # ml_collections reports an override of a field the config lacks this way.
+    field = str(e).strip("'\"")
+    known = ", ".join(sorted(default.keys())) if default is not None else "?"
+    return f"unknown config field {field!r} in a --config.* flag; fields: {known}"
+
+
+def parse_config(workload, preset: str, overrides: list[str]) -> ml_collections.ConfigDict:
+    """The preset with these --config.<field>=<value> flags applied, typed and checked as on
+    the command line (UserError for the first bad one): a tool that writes command lines
+    (tools.sweep) checks them with it before anything runs. Touches no global flag."""
+    default = workload.config(preset)
+    values = flags.FlagValues()
+    try:
+        # ml_collections finds the overridden fields here, so an unknown one fails here.
+        holder = F.define_config(default, flag_values=values, sys_argv=["", *overrides])
+        values(["", *overrides])
+    except flags.Error as e:
+        raise UserError(str(e)) from e
+    except (AttributeError, KeyError) as e:
+        raise UserError(_unknown_field(e, default)) from e
+    return holder.value
 
 
 def workload():

@@ -32,11 +32,12 @@ flags.adopt_module_key_flags(package_flags)
 FLAGS["workload"].help += f" Registered: {', '.join(registry.names())}."
 
 
-def _check_options(workload, preset: str) -> None:
-    config_lib.validate_options(workload, _options(workload, preset))
+def check_options(workload, preset: str) -> None:
+    config_lib.validate_options(workload, run_options(workload, preset))
 
 
-def _options(workload, preset: str) -> config_lib.RunOptions:
+def run_options(workload, preset: str) -> config_lib.RunOptions:
+    """The run's options from the flags (tools.sweep reads its points' options here too)."""
     division = F.DIVISION.value or ("closed" if preset == "reference" else "open")
     workdir = F.WORKDIR.value or os.path.join(
         "runs", f"{workload.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -103,7 +104,7 @@ def run() -> None:
 
     workload = cli.workload()
     preset = cli.preset_name()
-    opts = _options(workload, preset)
+    opts = run_options(workload, preset)
     if F.RUNS.value < 1:
         raise UserError(f"--runs must be >= 1, got {F.RUNS.value}")
     if F.SUBMISSION_DIR.value and F.RUNS.value != _required_runs(workload):
@@ -154,4 +155,4 @@ def _required_runs(workload) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parser(_check_options))
+    app.run(main, flags_parser=cli.parser(check_options))
