@@ -70,8 +70,9 @@ class MLPerfLog:
         keys = [line.split(b'"key": "', 1)[1].split(b'"', 1)[0]
                 for line in tail.splitlines() if line.startswith(b":::MLLOG")]
         # A notice that arrived just after a block end's checkpoint finds it saved already,
-        # and logs the preemption past it: that line describes the stop, nothing to undo.
-        if all(key == b"jaxperf_preempted" for key in keys):
+        # and logs the preemption past it; a pause logs the energy its process used past
+        # its checkpoint: those lines describe the stop, nothing to undo.
+        if all(key in (b"jaxperf_preempted", b"jaxperf_energy_j") for key in keys):
             return 0, None
         k = 0
         while os.path.exists(lost := f"{self.path[:-len('.txt')]}.lost-{k}.txt"):

@@ -8,7 +8,7 @@ import shutil
 import jax
 
 from common.errors import UserError
-from suite import compliance, lifecycle, mlperf_log, remote_workdir
+from suite import compliance, energy_log, lifecycle, mlperf_log, remote_workdir
 from suite import config as config_lib
 from suite import workdir as workdir_lib
 from suite.config import RunOptions
@@ -83,6 +83,9 @@ def run_one(workload: Workload, cfg, opts: RunOptions, data: DataInfo, *, notes:
         say(f"{result.reason}; rerun the same command to resume. Log: {result.log_path}")
         return result
     ttt = f"{result.time_to_train_s:.1f} s" if result.time_to_train_s is not None else "n/a"
+    # From the log (process 0's): with a resumed run's earlier processes' energy too.
+    energy_used = energy_log.describe(energy_log.from_log(result.log_path))
+    ttt += f", {energy_used}" if energy_used else ""
     say(f"run_stop {result.status}: {result.reason}. time-to-train {ttt}, "
         f"{result.epochs} {result.unit}. "
         f"MLPerf log: {result.log_path}")

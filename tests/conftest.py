@@ -18,6 +18,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxperf-xla-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# Runs see no RAPL counters unless a test gives them a fake powercap tree: on a host whose
+# counters are readable (bare metal, as root) every log would gain energy events.
+if "JAXPERF_POWERCAP_ROOT" not in os.environ:
+    os.environ["JAXPERF_POWERCAP_ROOT"] = tempfile.mkdtemp(prefix="jaxperf-no-powercap-")
+    atexit.register(shutil.rmtree, os.environ["JAXPERF_POWERCAP_ROOT"], True)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

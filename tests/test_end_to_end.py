@@ -6,6 +6,7 @@ import re
 import pytest
 
 from suite import compliance
+from suite.recorders import counters
 from tests.helpers import (
     assert_log_keys_as_recorded,
     metadata,
@@ -14,6 +15,7 @@ from tests.helpers import (
     run_main,
     values,
 )
+from tests.test_energy import bump_when, set_energy, write_zone
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,12 @@ def test_tiny_preset_reaches_its_target_and_passes_the_checker(tiny_run):
     assert "No --data_dir given: running the tiny preset" in out
     assert "run_stop success: reached top1 >= 0.95" in out
     assert "compliance: PASS" in out
+    # A CPU run without RAPL counters (conftest.py hides the host's): one line says so,
+    # and the log holds no number.
+    assert out.count("energy: not measured") == 1
+    assert "energy: not measured (no NVML device, no readable RAPL counters)\n" in out
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    assert values(events, "jaxperf_energy_j") == []
     assert_log_keys_as_recorded(events, "resnet")
     accuracies = values(events, "eval_accuracy")
     assert accuracies[-1] >= 0.95 and all(a < 0.95 for a in accuracies[:-1])
@@ -111,18 +118,37 @@ def test_nan_loss_aborts_the_run(tmp_path, cache):
     assert "Traceback" not in proc.stderr
 
 
-def test_pause_and_resume_continue_the_steps_and_the_log(tmp_path, cache):
+def test_pause_and_resume_continue_the_steps_and_the_log(tmp_path, cache, monkeypatch):
     workdir = str(tmp_path / "resume")
     args = [f"--workdir={workdir}", "--checkpoint_every_blocks=1"]
+    log = os.path.join(workdir, "mlperf_log.txt")
+    # A CPU package whose counter moves 7 J while the first process trains, 100 J while
+    # the run is paused (not measured) and 5 J while the resumed process trains.
+    powercap = tmp_path / "powercap"
+    write_zone(powercap, "intel-rapl:0", "package-0", 1_000_000)
+    monkeypatch.setenv(counters.POWERCAP_ENV, str(powercap))
+    training = '"key": "epoch_start"'
+    bumped = bump_when(log, powercap, "intel-rapl:0", 8_000_000, training)
     first = run_main([*args, "--stop_after_blocks=2"], cache)
+    bumped.set()
     assert first.returncode == 0, first.stderr[-3000:]
     assert "paused after 2 blocks at epoch 2" in first.stdout
-    log = os.path.join(workdir, "mlperf_log.txt")
     assert values(read_log(log), "run_stop") == []
+    set_energy(powercap, "intel-rapl:0", 108_000_000)
+    bumped = bump_when(log, powercap, "intel-rapl:0", 113_000_000, training)
     second = run_main(args, cache)
+    bumped.set()
     assert second.returncode == 0, second.stderr[-3000:]
     assert "[resuming]" in second.stdout
     events = read_log(log)
+    # Each process's energy, logged as it stopped, kept by the resume (none moved away).
+    assert values(events, "jaxperf_energy_j") == [7.0, 5.0]
+    assert [(m["source"], m["domains"], m["partial"])
+            for m in metadata(events, "jaxperf_energy_j")] == [("rapl", 1, False),
+                                                                 ("rapl", 1, True)]
+    assert "MLPerf events were logged after the checkpoint" not in second.stdout
+    assert re.search(r"time-to-train [0-9.]+ s, 12\.0 J \(rapl, 1 CPU package; resumed 1x: "
+                     r"the time it was stopped is not counted\), ", second.stdout)
     # One run: exactly one init/run start, and epochs that continue where they stopped.
     assert len(values(events, "run_start")) == 1 and len(values(events, "init_stop")) == 1
     firsts = [m["first_epoch_num"] for m in metadata(events, "block_start")]

@@ -9,6 +9,7 @@ import sys
 
 from suite import compliance
 from tests.helpers import ROOT, metadata, read_log, values
+from tests.test_energy import bump_when, write_zone
 
 
 def _free_port() -> int:
@@ -33,12 +34,20 @@ def _two_processes(workdir: str, env: dict, args: list[str]):
 
 def test_two_processes_train_one_run_and_process_0_alone_logs(tmp_path):
     workdir = str(tmp_path / "run")
+    # Both processes read the one CPU package of their host, whose counter moves 7 J as
+    # they train: counted once in the job's energy, not once per process.
+    powercap = tmp_path / "powercap"
+    write_zone(powercap, "intel-rapl:0", "package-0", 1_000_000)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAXPERF_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+               JAXPERF_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1",
+               JAXPERF_POWERCAP_ROOT=str(powercap))
     # Built once up front: two processes preparing one fresh dataset would race.
     from input_pipelines import digits
     digits.prepare(os.path.join(env["JAXPERF_CACHE"], "tfds"))
+    bumped = bump_when(os.path.join(workdir, "mlperf_log.txt"), powercap, "intel-rapl:0",
+                       8_000_000, '"key": "epoch_start"')
     procs, outs = _two_processes(workdir, env, ["--config.max_epochs=2"])
+    bumped.set()
     # Both end the same way: the 2-epoch budget runs out before the target.
     assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
     assert "on 8xcpu" in outs[0][0] and "block 2/" in outs[0][0]
@@ -48,6 +57,10 @@ def test_two_processes_train_one_run_and_process_0_alone_logs(tmp_path):
     assert values(events, "submission_platform") == ["8xcpu"]
     assert len(values(events, "run_start")) == 1
     assert metadata(events, "run_stop")[0]["status"] == "aborted"
+    assert values(events, "jaxperf_energy_j") == [7.0]
+    energy = metadata(events, "jaxperf_energy_j")[0]
+    assert (energy["domains"], energy["hosts"], energy["processes"]) == (1, 1, 2)
+    assert "time-to-train" in outs[0][0] and ", 7.0 J (rapl, 1 CPU package), " in outs[0][0]
     # Each eval counted all 297 validation images, once each, across the two processes
     # (padding rows masked out): the count every eval scored, from the eval metrics file.
     for acc in values(events, "eval_accuracy"):
