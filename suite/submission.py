@@ -23,6 +23,7 @@ import mlperf_logging
 from mlperf_logging.benchmark_meta import get_allowed_benchmarks, get_result_file_counts
 
 from common.errors import UserError
+from suite import energy_log
 from suite.mlperf_log import LOG_NAME
 from suite.system_desc import (
     STATUS,
@@ -105,7 +106,8 @@ def _read_log(path: str) -> dict:
     config = os.path.join(os.path.dirname(path), "config.json")
     return {"path": path, "config": config if os.path.isfile(config) else None,
             **{k: first[k]["value"] for k in _LOG_KEYS[:6]},
-            "status": first["run_stop"]["metadata"].get("status")}
+            "status": first["run_stop"]["metadata"].get("status"),
+            "energy": energy_log.describe(energy_log.from_log(path)) or "not measured"}
 
 
 def _check_logs_agree(logs: list[dict], benchmark: str, system: dict) -> None:
@@ -142,7 +144,8 @@ def _readme(logs: list[dict], benchmark: str, system: dict) -> str:
                  "submission_platform": opts.get("submission_platform"),
                  "submission_status": log["submission_status"]}
         cmd = " ".join(f"--{k}={v}" for k, v in flags.items() if v not in (None, ""))
-        rows.append(f"| `result_{i}.txt` | {log['status']} | `python -m suite.main {cmd}` |")
+        rows.append(f"| `result_{i}.txt` | {log['status']} | {log['energy']} | "
+                    f"`python -m suite.main {cmd}` |")
     return (
         f"# {benchmark}: the jaxperf implementation\n\nCode: jaxperf ({code_version()}), "
         "MLPerf-style time-to-train benchmarks in JAX/Flax. This directory points at that code "
@@ -152,7 +155,10 @@ def _readme(logs: list[dict], benchmark: str, system: dict) -> str:
         f"System `{system['system_name']}` ({system['framework']}), {system['division']} "
         "division.\n\n## Runs\n\nEach run was started in a jaxperf checkout with the command "
         "shown; `run_configs/result_<i>.json` is its resolved config where its workdir had "
-        "one.\n\n| result | run_stop | command |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+        "one. Energy to train is jaxperf's `jaxperf_energy_j` (NVML, RAPL), not MLPerf's "
+        "power measurement, which needs an external power analyser.\n\n"
+        "| result | run_stop | energy to train | command |\n|---|---|---|---|\n"
+        + "\n".join(rows) + "\n")
 
 
 def _load_json(path: str) -> dict:

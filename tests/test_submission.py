@@ -11,6 +11,7 @@ import pytest
 
 from common.errors import UserError
 from suite import submission
+from suite.mlperf_log import MLPerfLog
 from tests.helpers import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,3 +168,26 @@ def test_cli_prints_the_verdict_and_the_score(package, tmp_path):
     missing = cli(str(tmp_path / "nowhere"))
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "no submission package" in missing.stderr
+
+
+def test_package_notes_each_runs_energy(run_dirs, system, tmp_path):
+    """The implementation README's table gives each run's energy to train from its log:
+    the tiny runs trained where nothing was measured; one is given a measured figure."""
+    scratch = MLPerfLog(str(tmp_path), echo=False)  # the event as the recorder logs it
+    scratch.event("jaxperf_energy_j", 7.0, source="rapl", domains=1, hosts=1, processes=1,
+                  since_ms=0, partial=False)
+    scratch.close()
+    energy_line = open(scratch.path).read()
+    measured = tmp_path / "measured" / "mlperf_log.txt"
+    measured.parent.mkdir()
+    lines = open(os.path.join(run_dirs[0], "mlperf_log.txt")).readlines()
+    stop = next(i for i, line in enumerate(lines) if '"key": "run_stop"' in line)
+    measured.write_text("".join(lines[:stop] + [energy_line] + lines[stop:]))
+    org = submission.write_package(str(tmp_path / "out"), log_paths=[str(measured),
+                                   *run_dirs[1:]], benchmark="resnet", system=system)
+    with open(os.path.join(org, "benchmarks", "resnet", "implementations", "jax",
+                           "README.md")) as f:
+        rows = [line for line in f if line.startswith("| `result_")]
+    assert len(rows) == RUNS
+    assert "| 7.0 J (rapl, 1 CPU package) |" in rows[0]
+    assert all("| not measured |" in row for row in rows[1:]), rows
