@@ -11,12 +11,13 @@ device sync at the end. MFU uses the workload's hand-counted FLOPs, not XLA's co
 analysis (which misses cuDNN/cuBLAS calls on GPUs).
 """
 
+import itertools
 import time
 
 from absl import app, flags, logging
 
 from common.errors import UserError
-from suite import cli, perf
+from suite import cli, measure, perf
 from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import mesh as mesh_lib
@@ -45,17 +46,10 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
     batches = synthetic.batches(workload.batch_spec(cfg, "train", local),
                                 high=workload.synthetic_high(cfg))
     # The batch is placed once: this times the step, not the host-to-device copy.
-    batch = mesh_lib.to_global(next(batches), fns.batch_sharding)
-    for _ in range(warmup):
-        state, _, key = fns.train_step(state, batch, key)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    timed = []
-    for _ in range(steps):
-        state, metrics, key = fns.train_step(state, batch, key)
-        timed.append(metrics)
-    jax.block_until_ready(timed[-1])  # the one sync: each step waits for the one before
-    seconds = time.perf_counter() - t0
+    batch = itertools.repeat(mesh_lib.to_global(next(batches), fns.batch_sharding))
+    if warmup:
+        state, key, _, _ = measure.timed_steps(fns.train_step, state, key, batch, warmup)
+    state, key, timed, seconds = measure.timed_steps(fns.train_step, state, key, batch, steps)
     # Fetched after the clock stops, so that reading them costs the timing nothing.
     losses = [float(m["loss"]) for m in jax.device_get(timed)]
     rate = steps * cfg.global_batch_size / seconds
