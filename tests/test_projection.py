@@ -13,7 +13,7 @@ import pytest
 from suite import projection, registry, scoring
 from suite.projection import Costs
 from suite.schedule import EPOCHS, SAMPLES
-from tests.helpers import ROOT, one_line_error
+from tests.helpers import ROOT, one_line_error, run_main
 
 
 def _schedule(name: str, preset: str):
@@ -127,21 +127,22 @@ def test_transformer_has_no_rcps_one_line(tmp_path):
     assert not proc.stdout
 
 
-def test_tiny_projection_from_its_own_runs_is_within_20_percent_of_their_time(tiny_benchmark):
-    """The five tiny runs' convergence, projected with a short measurement on the same
-    single CPU device, against the olympic mean of their real time-to-train."""
-    workdir = tiny_benchmark[0]
-    cache = os.path.join(os.path.dirname(workdir), "cache")  # the runs' built-in data
+@pytest.mark.alone  # it compares two measurements of time: the machine to itself
+def test_tiny_projection_from_its_own_run_is_within_20_percent_of_its_time(tmp_path):
+    """One tiny run's convergence, projected with a short measurement on the same single
+    CPU device, against that run's real time-to-train. Both measure time, so the test runs
+    alone: on a loaded host the run and the measurement see different loads (with other
+    tests beside them the ratio went from -18 % to +37 % over eight tries)."""
+    cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
+    run = run_main(["--workload=resnet", f"--workdir={workdir}", "--nocheck_log"], cache)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     proc = _project_ttt(["--workload=resnet", f"--convergence={workdir}", "--minutes=0.2"],
                         cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == "projected, not a result"
-    records = [scoring.read_run(os.path.join(workdir, f"run_{i}", "mlperf_log.txt"))
-               for i in range(5)]
-    epochs = sorted(r.epochs for r in records if r.converged)
-    assert f"mean {np.mean(epochs[1:-1]):.4g} epochs" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "projected, not a result"
+    record = scoring.read_run(os.path.join(workdir, "mlperf_log.txt"))
+    assert record.converged
+    assert f"mean {record.epochs:.4g} epochs" in proc.stdout
     projected = float(re.search(r"projected time-to-train: ([\d.]+) s", proc.stdout).group(1))
-    real = scoring.olympic([r.seconds for r in records]).seconds
-    print(proc.stdout, f"real olympic time-to-train {real:.2f} s", sep="\n")
-    assert abs(projected / real - 1) <= 0.20, (projected, real, proc.stdout)
+    print(proc.stdout, f"real time-to-train {record.seconds:.2f} s", sep="\n")
+    assert abs(projected / record.seconds - 1) <= 0.20, (projected, record.seconds, proc.stdout)
