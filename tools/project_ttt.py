@@ -45,8 +45,9 @@ def _convergence(workload, cfg, schedule) -> projection.Convergence:
                                     cfg.global_batch_size, schedule.unit)
     if cli.preset_name() != "reference":
         raise UserError(f"the RCPs are the convergence of {workload.benchmark}'s reference "
-                        f"model, not of the {cli.preset_name()} preset's; project it from its "
-                        "own runs with --convergence=<their workdir>")
+                        f"model, not of the {cli.preset_name()} preset's; project the reference "
+                        "with --preset=reference (and --data_dir, or --data=synthetic), or this "
+                        "preset from its own runs with --convergence=<their workdir>")
     return projection.from_rcps(workload.benchmark, workload.ruleset, cfg.global_batch_size,
                                 schedule.unit)
 
