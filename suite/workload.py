@@ -128,8 +128,13 @@ class Workload(abc.ABC):
         model_state holds untrained variables (batch statistics), {} where there are none."""
 
     @abc.abstractmethod
+    def learning_rate(self, cfg, data: DataInfo) -> optax.Schedule:
+        """The learning-rate schedule, optimizer step (from 0) -> lr: the one the optimizer
+        is built with (recorders evaluate it on the host, never a copy of it)."""
+
+    @abc.abstractmethod
     def optimizer(self, cfg, data: DataInfo) -> optax.GradientTransformation:
-        """The optimizer with its learning-rate schedule."""
+        """The optimizer, built with learning_rate(cfg, data)."""
 
     @abc.abstractmethod
     def loss(self, cfg, params, model_state, batch: Batch, rng: jax.Array, *,

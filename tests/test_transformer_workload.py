@@ -93,7 +93,7 @@ def test_label_smoothed_loss_matches_optax():
 def test_learning_rate_warms_up_then_decays_as_inverse_sqrt():
     workload = TransformerWorkload()
     cfg = workload.config("reference")
-    lr = workload.learning_rate(cfg)
+    lr = workload.learning_rate(cfg, workload.synthetic_data_info(cfg))
     peak = cfg.base_lr
     assert float(lr(0)) == pytest.approx(peak / cfg.warmup_steps)
     assert float(lr(cfg.warmup_steps - 1)) == pytest.approx(peak)

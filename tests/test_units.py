@@ -90,7 +90,7 @@ def test_reference_lars_hparams_satisfy_the_closed_rules():
 def test_learning_rate_warms_up_then_decays_to_the_end_value():
     workload = ResNetWorkload()
     cfg = workload.config("reference")
-    lr = workload.learning_rate(cfg, 393)
+    lr = workload.learning_rate(cfg, DataInfo(393 * cfg.global_batch_size, 1, "test"))
     assert float(lr(0)) == 0.0
     assert float(lr(393)) == pytest.approx(5.25)  # halfway through 2 warmup epochs
     assert float(lr(786)) == pytest.approx(10.5)

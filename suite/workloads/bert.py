@@ -147,6 +147,9 @@ class BertWorkload(Workload):
             epsilon=cfg.lamb_epsilon, weight_decay=cfg.lamb_weight_decay,
             clip_norm=cfg.grad_clip_norm)
 
+    def learning_rate(self, cfg, data) -> optax.Schedule:
+        return bert_lamb.learning_rate(self.lamb_config(cfg))
+
     def optimizer(self, cfg, data) -> optax.GradientTransformation:
         return bert_lamb.lamb(self.lamb_config(cfg), cfg.layers)
 

@@ -141,9 +141,13 @@ class DLRMWorkload(Workload):
                                 batch_axes=mesh_lib.batch_axes(self.logical_axis_rules(cfg)))
         return dlrm_model.DLRM(model_cfg, bag=bag)
 
+    def learning_rate(self, cfg, data) -> optax.Schedule:
+        return optax.constant_schedule(cfg.base_lr)  # the reference's Adagrad has no schedule
+
     def optimizer(self, cfg, data) -> optax.GradientTransformation:
         # The reference's Adagrad: no accumulator head start, no decay, no schedule.
-        return optax.adagrad(cfg.base_lr, initial_accumulator_value=0.0, eps=cfg.adagrad_eps)
+        return optax.adagrad(self.learning_rate(cfg, data), initial_accumulator_value=0.0,
+                             eps=cfg.adagrad_eps)
 
     def init_variables(self, cfg, rng):
         model_cfg = self.model_config(cfg)

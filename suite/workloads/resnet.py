@@ -116,7 +116,8 @@ class ResNetWorkload(Workload):
         return resnet_models.ResNet(**resnet_models.SHAPES[cfg.model],
                                     num_classes=cfg.num_classes, dtype=dtype)
 
-    def learning_rate(self, cfg, steps_per_epoch: int) -> optax.Schedule:
+    def learning_rate(self, cfg, data) -> optax.Schedule:
+        steps_per_epoch = data.epoch_steps(cfg.global_batch_size)
         warmup = _warmup(cfg, steps_per_epoch)
         decay = cfg.train_epochs * steps_per_epoch - warmup
         return optax.join_schedules(
@@ -136,7 +137,7 @@ class ResNetWorkload(Workload):
             )
 
         return optax.lars(
-            self.learning_rate(cfg, data.epoch_steps(cfg.global_batch_size)),
+            self.learning_rate(cfg, data),
             weight_decay=cfg.weight_decay,
             weight_decay_mask=kernels_only,
             trust_coefficient=cfg.lars_trust_coefficient,

@@ -134,7 +134,7 @@ class TransformerWorkload(Workload):
     def _model(self, cfg, decode: bool = False):
         return transformer_model.Transformer(self._model_config(cfg, decode))
 
-    def learning_rate(self, cfg) -> optax.Schedule:
+    def learning_rate(self, cfg, data) -> optax.Schedule:
         warmup = max(cfg.warmup_steps, 1)
 
         def schedule(step):
@@ -144,7 +144,7 @@ class TransformerWorkload(Workload):
         return schedule
 
     def optimizer(self, cfg, data) -> optax.GradientTransformation:
-        return optax.adam(self.learning_rate(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
+        return optax.adam(self.learning_rate(cfg, data), b1=cfg.adam_b1, b2=cfg.adam_b2,
                           eps=cfg.adam_eps)
 
     def init_variables(self, cfg, rng):

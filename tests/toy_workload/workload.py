@@ -33,8 +33,11 @@ class LinearDigits(Workload):
     def init_variables(self, cfg, rng):
         return Linear().init(rng, jnp.zeros((1, 64)))["params"], {}
 
+    def learning_rate(self, cfg, data_info):
+        return optax.constant_schedule(cfg.base_lr)
+
     def optimizer(self, cfg, data_info):
-        return optax.sgd(cfg.base_lr)
+        return optax.sgd(self.learning_rate(cfg, data_info))
 
     def loss(self, cfg, params, model_state, batch, rng, *, mesh):
         logits = Linear().apply({"params": params}, batch["image"])
