@@ -41,6 +41,10 @@ SUBMISSION_DIR = flags.DEFINE_string(
 BORROW_HPARAMS = flags.DEFINE_string(
     "borrow_hparams", None, "Another submission's result log: run with its logged "
     "hyperparameters (the closed division's tunable ones), recorded in the log.")
+MLLOG_STDOUT = flags.DEFINE_bool(
+    "mllog_stdout", False, "Also print the MLPerf log's :::MLLOG lines on stdout (they are "
+    "always in <workdir>/mlperf_log.txt), for tools that collect stdout. Turns the live "
+    "progress bar off.")
 CHECK_LOG = flags.DEFINE_bool(
     "check_log", True, "Run the official MLPerf compliance checker on the log at the end.")
 MULTIHOST = flags.DEFINE_bool(

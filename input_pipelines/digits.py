@@ -15,9 +15,10 @@ import io
 from typing import ClassVar
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from input_pipelines import tfds_common
+
+_, tfds = tfds_common.tf_modules()  # TensorFlow imported there, quietly
 
 NAME = "jaxperf_digits"
 IMAGE_SIZE = 32

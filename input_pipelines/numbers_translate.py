@@ -21,11 +21,12 @@ import functools
 import random
 from typing import ClassVar
 
-import tensorflow_datasets as tfds
 from num2words import num2words
 
 from common.errors import UserError
 from input_pipelines import tfds_common
+
+_, tfds = tfds_common.tf_modules()  # TensorFlow imported there, quietly
 
 NAME = "jaxperf_numbers_translate"
 TRAIN_EXAMPLES = 20_000

@@ -3,20 +3,26 @@ accelerators, TF errors as one readable line, and preparing the built-in dataset
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
+from common import quiet_tf
 from common.errors import UserError
 
 
 @functools.cache
 def tf_modules() -> tuple[Any, Any]:
-    """Imports (tensorflow, tensorflow_datasets), keeping TensorFlow off accelerators."""
+    """Imports (tensorflow, tensorflow_datasets), keeping TensorFlow off accelerators and
+    its start-up notes off the console (common.quiet_tf)."""
     try:
-        import tensorflow as tf
+        tf = quiet_tf.import_tensorflow()
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise UserError(
@@ -75,22 +81,40 @@ def prepare_builtin(make_builder, name: str, data_dir: str):
 
     _, tfds = tf_modules()
     try:
-        builder = make_builder(data_dir=data_dir)
+        with _tfds_quiet():
+            builder = make_builder(data_dir=data_dir)
+            prepared = builder.is_prepared()
     except (json_format.ParseError, ValueError, KeyError, OSError) as e:
         detail = " ".join(str(e).split())[:200]
         raise UserError(
             f"unreadable {name} under {data_dir} ({detail}); delete "
             f"{data_dir}/{name} and prepare it again"
         ) from e
-    if not builder.is_prepared():
+    if not prepared:
         print(f"Preparing the built-in {name} dataset under {data_dir} (once, a few seconds).",
               flush=True)
         tfds.disable_progress_bar()  # tqdm bars would bury the run's own output
         # Nothing is downloaded: a temporary download folder keeps data_dir free of litter,
         # and try_download_gcs=False never looks for a pre-built copy online.
-        with tempfile.TemporaryDirectory() as download_dir:
+        with tempfile.TemporaryDirectory() as download_dir, _tfds_quiet():
             builder.download_and_prepare(
                 download_dir=download_dir,
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
             )
     return builder
+
+
+@contextlib.contextmanager
+def _tfds_quiet() -> Iterator[None]:
+    """While jaxperf builds its own built-in data: tfds's warnings about the half-built
+    version folder ("Variant folder ... has no dataset_info.json") and its "Downloading and
+    preparing" / "downloaded and prepared" notes (nothing is downloaded; the line above says
+    what happens). Errors still raise; everything else tfds logs is untouched."""
+    absl_logger = logging.getLogger("absl")  # tfds logs through absl.logging
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logger.setLevel(level)

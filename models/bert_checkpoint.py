@@ -15,6 +15,7 @@ import os
 import numpy as np
 from flax import linen as nn
 
+from common import quiet_tf
 from common.errors import UserError
 from models.bert import BertConfig, abstract_variables
 
@@ -99,7 +100,7 @@ def _one_line(text: str) -> str:
 
 def _checked_reader(path: str, cfg: BertConfig):
     """The checkpoint's reader, once every variable Bert(cfg) needs is there in its shape."""
-    import tensorflow as tf
+    tf = quiet_tf.import_tensorflow()
 
     try:
         reader = tf.train.load_checkpoint(path)
@@ -152,7 +153,7 @@ def write_reference_checkpoint(params, path: str) -> None:
     """Writes Bert params (boxed or not) as a reference TF checkpoint at prefix `path`:
     path.index and path.data-00000-of-00001, readable by load_reference_checkpoint and
     by the reference's own init_checkpoint."""
-    import tensorflow as tf
+    tf = quiet_tf.import_tensorflow()
 
     params = nn.unbox(params)
     layers = sum(1 for key in params["encoder"] if key.startswith("layer_"))

@@ -59,6 +59,7 @@ class RunOptions:
     checkpoint_every_minutes: float = 0.0  # 0: never; else at the first block end past it
     stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
     restart: bool = False  # an unfinished run in workdir is set aside, not resumed
+    mllog_stdout: bool = False  # echo the MLPerf log's lines on stdout too
     borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
     # --workdir=gs://... (suite.remote_workdir): orbax writes there, and `workdir` is the
     # local staging copy of everything else, copied up as the run goes.

@@ -14,7 +14,7 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import loops, mlperf_log, perf, preemption, recorders, remote_workdir, weights
+from suite import console, loops, mlperf_log, perf, preemption, recorders, remote_workdir, weights
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
@@ -75,7 +75,8 @@ def run(workload: Workload, cfg, opts: RunOptions, data: DataInfo, resume: bool,
 
 
 def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
-    log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0)
+    log = mlperf_log.MLPerfLog(opts.workdir, enabled=jax.process_index() == 0,
+                               echo=opts.mllog_stdout)
     ckpt = Checkpointer(remote_workdir.files_root(opts))
     run_start_ms, unit = None, "epochs"
     hooks = recorders.for_run(workload, cfg, opts)
@@ -114,8 +115,13 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
             log.start(C.RUN_START, time_ms=run_start_ms)
             for hook in hooks:
                 hook.started(run_start_ms, resumed=False)
-        result, final_state = _blocks(workload, cfg, opts, loop, state, progress, inputs, log,
-                                      ckpt, notice, hooks)
+        bar = console.BlockBar(loop.schedule, cfg.global_batch_size,
+                               enabled=console.live(opts))
+        try:
+            result, final_state = _blocks(workload, cfg, opts, loop, state, progress, inputs,
+                                          log, ckpt, notice, hooks, bar)
+        finally:
+            bar.close()  # before any line that ends the run
         status = result.status
         if final_state is not None:
             _save_weights(workload, cfg, opts, loop, final_state, result)
@@ -183,7 +189,7 @@ def _save_weights(workload, cfg, opts, loop, state, result: RunResult) -> None:
 
 
 def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notice,
-            hooks) -> tuple[RunResult, object]:
+            hooks, bar) -> tuple[RunResult, object]:
     """The run's result, and the final state where the run ended by its own rules (target
     reached or budget spent on real data), else None."""
     schedule, target = loop.schedule, workload.target_for(cfg)
@@ -201,7 +207,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notic
                          metrics, log.path, unit)
 
     saved = time.time()  # this process's start counts as the last checkpoint
-    reports = loop.blocks(state, progress, inputs, log, notice)
+    reports = loop.blocks(state, progress, inputs, log, notice, bar.tick)
     while True:
         try:
             report = next(reports, None)
@@ -216,6 +222,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notic
         blocks_this_run += 1
         _record_eval(opts.workdir, unit, position, metrics)
         util = perf.mfu(flops, report.stats.samples_per_s, peak, jax.device_count())
+        bar.close()  # the progress line takes the bar's place
         say(f"block {progress['blocks']}/{total} "
              f"{schedule.position(position, last.eval_epoch)} | "
              f"loss {report.losses.mean():.4f} | {report.stats.samples_per_s:,.1f} samples/s | "

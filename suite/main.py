@@ -53,7 +53,7 @@ def run_options(workload, preset: str) -> config_lib.RunOptions:
         checkpoint_every_blocks=F.CHECKPOINT_EVERY_BLOCKS.value,
         checkpoint_every_minutes=F.CHECKPOINT_EVERY_MINUTES.value,
         stop_after_blocks=F.STOP_AFTER_BLOCKS.value, borrow_hparams=F.BORROW_HPARAMS.value,
-        restart=F.RESTART.value,
+        restart=F.RESTART.value, mllog_stdout=F.MLLOG_STDOUT.value,
     )
 
 

@@ -1,4 +1,5 @@
-"""All MLPerf logging: official mllog, process 0 only, to <workdir>/mlperf_log.txt + stdout."""
+"""All MLPerf logging: official mllog, process 0 only, to <workdir>/mlperf_log.txt (and to
+stdout with --mllog_stdout: the console a person reads shows progress lines instead)."""
 
 import logging
 import os
@@ -18,7 +19,7 @@ class MLPerfLog:
     several runs in one process - tests, sweeps - never write into each other's files.
     """
 
-    def __init__(self, workdir: str, *, enabled: bool = True, echo: bool = True):
+    def __init__(self, workdir: str, *, enabled: bool = True, echo: bool = False):
         self.path = os.path.join(workdir, LOG_NAME)
         self.enabled = enabled
         self._logger = None

@@ -10,7 +10,8 @@ from suite.mlperf_log import LOG_NAME, has_run_stop
 # Options that only steer this invocation, not what is computed. A remote workdir's local
 # staging copy lives under each machine's own cache, so a new VM may place it elsewhere.
 RESUME_MAY_CHANGE = frozenset({"stop_after_blocks", "checkpoint_every_blocks",
-                               "checkpoint_every_minutes", "restart", "workdir"})
+                               "checkpoint_every_minutes", "restart", "workdir",
+                               "mllog_stdout"})
 
 
 def cache_dir(*parts: str) -> str:

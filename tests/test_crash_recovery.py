@@ -13,8 +13,10 @@ from tests.test_preemption import STEPS_PER_EPOCH, _env
 
 
 def _flags(workdir: str) -> list[str]:
-    # A 4-epoch budget: two kills and a resume fit, and the last run ends soon after.
-    return [f"--workdir={workdir}", "--checkpoint_every_blocks=1", "--config.max_epochs=4"]
+    # A 4-epoch budget: two kills and a resume fit, and the last run ends soon after; the
+    # MLPerf events on stdout tell when to kill.
+    return [f"--workdir={workdir}", "--checkpoint_every_blocks=1", "--config.max_epochs=4",
+            "--mllog_stdout"]
 
 
 def _checkpoints(workdir: str) -> tuple[list[int], list[str]]:
@@ -130,8 +132,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
 def test_restart_starts_over_a_run_killed_before_its_first_checkpoint(tmp_path):
     cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
     first = subprocess.Popen(
-        [sys.executable, "-m", "suite.main", f"--workdir={workdir}"], cwd=ROOT,
-        env=_env(cache, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "suite.main", f"--workdir={workdir}", "--mllog_stdout"],
+        cwd=ROOT, env=_env(cache, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in first.stdout:
         if '"key": "epoch_start"' in line:
             first.kill()

@@ -20,7 +20,7 @@ def _env(cache: str, devices: int) -> dict:
 
 
 def _signal_in_epoch_2(procs, to) -> list[tuple[str, str]]:
-    """SIGTERMs procs[to] once process 0 logs epoch 2's epoch_start (echoed on stdout), so
+    """SIGTERMs procs[to] once process 0 logs epoch 2's epoch_start (--mllog_stdout), so
     the notice lands inside that epoch: its first step's check came before that event."""
     lines = []
     for line in procs[0].stdout:
@@ -54,7 +54,8 @@ def _assert_resumed_log(log: str, step: int, status: str) -> None:
 
 def test_sigterm_checkpoints_its_step_and_the_same_command_resumes(tmp_path):
     cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
-    flags = [f"--workdir={workdir}", "--config.max_epochs=3"]  # ends soon after the resume
+    # Ends soon after the resume; the MLPerf events on stdout tell when to signal.
+    flags = [f"--workdir={workdir}", "--config.max_epochs=3", "--mllog_stdout"]
     proc = subprocess.Popen([sys.executable, "-m", "suite.main", *flags], cwd=ROOT,
                             env=_env(cache, 1), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -84,7 +85,8 @@ def test_two_processes_stop_at_one_step_when_one_is_preempted(tmp_path):
         return [subprocess.Popen(
             [sys.executable, "-m", "suite.main", "--multihost",
              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-             f"--process_id={i}", f"--workdir={workdir}", "--config.max_epochs=3"],
+             f"--process_id={i}", f"--workdir={workdir}", "--config.max_epochs=3",
+             "--mllog_stdout"],
             cwd=ROOT, env=_env(cache, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True) for i in range(2)]
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from common.errors import UserError
 from flags import flagfile
+from input_pipelines import tfds_common
 
 DATASET = "imagenet2012"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -39,7 +40,7 @@ GREY_EVERY = 8
 
 def _tfds_text_lines(relative_path: str) -> list[str]:
     """Lines of a file shipped inside tfds: the same label files its builder reads."""
-    import tensorflow_datasets as tfds
+    _, tfds = tfds_common.tf_modules()  # TensorFlow imported quietly
 
     return tfds.core.tfds_path(relative_path).read_text().split()
 
@@ -128,7 +129,7 @@ def make(
 ) -> str:
     """Writes <out_dir>/manual and prepares it with tfds into <out_dir>/tfds; returns the
     latter, the --data_dir to read it from."""
-    import tensorflow_datasets as tfds
+    _, tfds = tfds_common.tf_modules()  # TensorFlow imported quietly
 
     data_dir = os.path.join(out_dir, "tfds")
     if os.path.exists(os.path.join(data_dir, DATASET)):

@@ -25,6 +25,7 @@ import time
 
 from common.errors import UserError
 from flags import flagfile
+from input_pipelines import tfds_common
 
 TRAIN_DATASET = "wmt17_translate/de-en"
 EVAL_DATASET = "wmt14_translate/de-en"
@@ -36,7 +37,7 @@ def _builder_class(dataset: str):
 
     Cached: tfds keeps every builder class it has seen, so make one per dataset, not per call.
     """
-    import tensorflow_datasets as tfds
+    _, tfds = tfds_common.tf_modules()  # TensorFlow imported quietly
 
     registered = tfds.builder_cls(dataset)
 
@@ -61,7 +62,7 @@ def _builder_class(dataset: str):
 def write_dataset(data_dir: str, name: str, splits: dict[str, list[tuple[str, str]]]) -> None:
     """Prepares `name` ('wmt17_translate/de-en', ...) under data_dir with the given
     {split: [(English, German), ...]}; only those splits exist afterwards."""
-    import tensorflow_datasets as tfds
+    _, tfds = tfds_common.tf_modules()  # TensorFlow imported quietly
 
     dataset, config = name.split("/")
     builder = _builder_class(dataset)(data_dir=data_dir, config=config)

@@ -2,7 +2,7 @@
 
 import abc
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -75,12 +75,13 @@ class Loop(abc.ABC):
         """The inputs (pipelines) for a run that stands at progress, built but unread."""
 
     @abc.abstractmethod
-    def blocks(self, state, progress: dict, inputs, log: MLPerfLog,
-               notice) -> Iterator[BlockReport]:
+    def blocks(self, state, progress: dict, inputs, log: MLPerfLog, notice,
+               tick: Callable[[int], None]) -> Iterator[BlockReport]:
         """Trains and evaluates block after block from progress (which may stand inside a
         block), logging the loop's own MLPerf events (blocks, epochs, evals); raises Abort
         to end the run early, and Preempted where notice.reached(steps done) says so at a
-        step boundary (suite.preemption.Notice: ask at every step)."""
+        step boundary (suite.preemption.Notice: ask at every step). tick(steps done) after
+        each step is dispatched, without waiting for it (the live bar, suite.console)."""
 
     @abc.abstractmethod
     def final_weights(self, state) -> Any:

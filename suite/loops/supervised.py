@@ -74,7 +74,7 @@ class SupervisedLoop(Loop):
         skip = step % spe
         return itertools.islice(batches, skip, None) if skip else batches
 
-    def blocks(self, state, progress, inputs, log, notice):
+    def blocks(self, state, progress, inputs, log, notice, tick):
         cfg, fns, schedule = self.cfg, self.fns, self.schedule
         spe, start_step = schedule.steps_per_epoch, progress["step"]
         # Made by a jitted function, not device_put: in a multi-process job the replicated
@@ -102,6 +102,7 @@ class SupervisedLoop(Loop):
                 if sync_every_step():
                     jax.block_until_ready(m)
                 step_metrics.append(m)
+                tick(step + 1)
                 if schedule.logs_epochs and (step + 1) % spe == 0:
                     log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
             # One sync per block: fetching the losses waits for the last step.

@@ -1,0 +1,131 @@
+"""The console a person reads.
+
+One tiny ResNet run in two parts: block 1 with --mllog_stdout, its output captured (not a
+terminal), then the same command without that flag, resumed under a pseudo-terminal for
+block 2."""
+
+import dataclasses
+import io
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from suite import console
+from suite.config import RunOptions
+from suite.schedule import EpochBlocks
+from tests.helpers import ROOT
+
+# Start-up lines a person should not have to read (TensorFlow's native libraries, tfds
+# while the built-in data is prepared).
+NOISE = ("oneDNN custom operations", "absl::InitializeLog", "has no dataset_info.json",
+         "Downloading and preparing dataset", "Subsequent calls will reuse this data")
+BAR = re.compile(r"block 2/14: +\d+%\|.*\| +\d+/12 steps \[")
+
+
+def _env(cache: str) -> dict:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAXPERF_CACHE=cache, PYTHONUNBUFFERED="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the test session's own; a user has none
+    return env
+
+
+def _in_terminal(args: list[str], env: dict, timeout: float = 600) -> tuple[int, str]:
+    """(exit code, what the terminal received) of `python -m suite.main` whose stdin,
+    stdout and stderr are a pseudo-terminal."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "suite.main", *args], cwd=ROOT, env=env,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while select.select([master], [], [], max(deadline - time.monotonic(), 0))[0]:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # EIO: every writer of the terminal has exited
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def _shown(terminal: str) -> list[str]:
+    """The lines a terminal shows at the end: each line's text after its last carriage
+    return (a bar redraws itself in place, and is cleared for the line that follows)."""
+    return [line.rsplit("\r", 1)[-1] for line in terminal.replace("\r\n", "\n").split("\n")]
+
+
+@pytest.fixture(scope="module")
+def two_part_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("console")
+    cache, workdir = str(base / "cache"), str(base / "run")
+    env = _env(cache)
+    args = [f"--workdir={workdir}", "--stop_after_blocks=1"]
+    first = subprocess.run([sys.executable, "-m", "suite.main", *args, "--mllog_stdout"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    with open(os.path.join(workdir, "mlperf_log.txt")) as f:
+        log_after_first = f.read()
+    code, terminal = _in_terminal(args, env)  # --mllog_stdout is no changed setting
+    assert code == 0, terminal[-3000:]
+    return workdir, first, log_after_first, terminal
+
+
+def test_the_console_shows_progress_not_mllog_lines_nor_start_up_noise(two_part_run):
+    workdir, first, log_after_first, terminal = two_part_run
+    # Captured (not a terminal), with --mllog_stdout: the log's very lines, and no bar.
+    echoed = [line for line in first.stdout.splitlines(keepends=True)
+              if line.startswith(":::MLLOG")]
+    assert echoed and "".join(echoed) == log_after_first
+    assert "\r" not in first.stdout and " steps [" not in first.stdout
+    assert "paused after 1 blocks at epoch 1" in first.stdout
+    # In a terminal, by default: a live bar inside block 2, the progress lines, no MLLOG.
+    assert "[resuming]" in terminal
+    assert BAR.search(terminal), terminal[-3000:]
+    shown = _shown(terminal)
+    assert any(line.startswith("block 2/14 epoch 2/14 | loss") for line in shown)
+    assert ":::MLLOG" not in terminal
+    for noise in NOISE:  # stdout and stderr alike (the terminal shows both)
+        assert noise not in first.stdout + first.stderr + terminal, noise
+    with open(os.path.join(workdir, "mlperf_log.txt")) as f:
+        log = f.read()
+    # The resumed part's events went to the file only.
+    assert log.startswith(log_after_first) and '"jaxperf_resume"' in log[len(log_after_first):]
+
+
+def test_the_bar_follows_the_blocks_and_starts_part_way_in_a_resumed_one():
+    schedule = EpochBlocks(10, max_epochs=3, epochs_per_block=1, offset_epochs=1)
+    out = io.StringIO()
+    bar = console.BlockBar(schedule, 128, enabled=True, stream=out)
+    for steps_done in range(15, 22):  # resumed at step 14, inside block 2
+        bar.tick(steps_done)
+    drawn = out.getvalue()
+    assert re.search(r"block 2/3: +50%\|.*\| 5/10 steps \[", drawn)  # opened part-way
+    assert re.search(r"block 3/3: +10%\|.*\| 1/10 steps \[", drawn)
+    assert "block 1/3" not in drawn
+    bar.close()
+    assert out.getvalue().endswith("\r")  # cleared: the progress line takes its place
+    quiet = io.StringIO()
+    silent = console.BlockBar(schedule, 128, enabled=False, stream=quiet)
+    silent.tick(1)
+    assert quiet.getvalue() == ""
+
+
+def test_a_live_bar_only_on_a_terminal_and_without_mllog_lines_on_stdout():
+    opts = RunOptions("resnet", "tiny", "/nowhere")
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as terminal:
+        assert console.live(opts, terminal)
+        assert not console.live(dataclasses.replace(opts, mllog_stdout=True), terminal)
+    os.close(master)
+    assert not console.live(opts, io.StringIO())
