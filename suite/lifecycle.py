@@ -79,7 +79,7 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
                                echo=opts.mllog_stdout)
     ckpt = Checkpointer(remote_workdir.files_root(opts))
     run_start_ms, unit = None, "epochs"
-    hooks = recorders.for_run(workload, cfg, opts)
+    hooks = recorders.for_run(workload, cfg, opts, data)
     status = "error"
     try:
         loop_class = loops.get(workload.kind)

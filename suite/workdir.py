@@ -89,7 +89,8 @@ def prepare(workdir: str, resolved: dict, files_root: str | None = None) -> bool
 
 
 # What a run leaves in its workdir, moved aside as a whole by --restart.
-RUN_FILES = (LOG_NAME, config_lib.CONFIG_NAME, "eval_metrics.jsonl", "checkpoints")
+RUN_FILES = (LOG_NAME, config_lib.CONFIG_NAME, "eval_metrics.jsonl", "checkpoints",
+             "tensorboard")
 
 
 def _set_aside(workdir: str) -> str | None:

@@ -1,10 +1,11 @@
-"""The console a person reads.
+"""The console a person reads, and the TensorBoard scalars every run writes.
 
 One tiny ResNet run in two parts: block 1 with --mllog_stdout, its output captured (not a
 terminal), then the same command without that flag, resumed under a pseudo-terminal for
-block 2."""
+block 2. The event files are read back with TensorFlow's own reader."""
 
 import dataclasses
+import glob
 import io
 import os
 import pty
@@ -14,17 +15,25 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from suite import console
 from suite.config import RunOptions
+from suite.recorders import tensorboard
 from suite.schedule import EpochBlocks
-from tests.helpers import ROOT
+from suite.workload import DataInfo
+from suite.workloads.dlrm import DLRMWorkload
+from suite.workloads.resnet import ResNetWorkload
+from tests.helpers import ROOT, metadata, read_log
 
+STEPS_PER_EPOCH = 12  # the tiny ResNet: 1,500 examples at batch 128
 # Start-up lines a person should not have to read (TensorFlow's native libraries, tfds
 # while the built-in data is prepared).
 NOISE = ("oneDNN custom operations", "absl::InitializeLog", "has no dataset_info.json",
          "Downloading and preparing dataset", "Subsequent calls will reuse this data")
+PROGRESS = re.compile(r"^block (\d+)/\d+ epoch \S+ \| loss ([\d.]+) \| ([\d,.]+) samples/s \| "
+                      r"step ([\d.]+) ms \| MFU (\S+) \|")
 BAR = re.compile(r"block 2/14: +\d+%\|.*\| +\d+/12 steps \[")
 
 
@@ -65,6 +74,36 @@ def _shown(terminal: str) -> list[str]:
     return [line.rsplit("\r", 1)[-1] for line in terminal.replace("\r\n", "\n").split("\n")]
 
 
+def _progress(lines: list[str]) -> dict[int, tuple[float, float, float, str]]:
+    """block -> (loss, samples/s, step ms, MFU) as its progress line prints them."""
+    found = {}
+    for line in lines:
+        if m := PROGRESS.match(line):
+            found[int(m[1])] = (float(m[2]), float(m[3].replace(",", "")), float(m[4]), m[5])
+    return found
+
+
+def _events(directory: str) -> list[list]:
+    """Each events file's events, files in TensorBoard's reading order."""
+    from common import quiet_tf
+
+    tf = quiet_tf.import_tensorflow()
+    paths = sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*")))
+    return [list(tf.compat.v1.train.summary_iterator(p)) for p in paths]
+
+
+def _scalars(files: list[list]) -> dict[str, dict[int, float]]:
+    """tag -> {step: value}; a step recorded twice fails."""
+    found: dict[str, dict[int, float]] = {}
+    for events in files:
+        for e in events:
+            for v in e.summary.value:
+                steps = found.setdefault(v.tag, {})
+                assert e.step not in steps, (v.tag, e.step)
+                steps[e.step] = v.simple_value
+    return found
+
+
 @pytest.fixture(scope="module")
 def two_part_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("console")
@@ -103,6 +142,49 @@ def test_the_console_shows_progress_not_mllog_lines_nor_start_up_noise(two_part_
     assert log.startswith(log_after_first) and '"jaxperf_resume"' in log[len(log_after_first):]
 
 
+def test_tensorboard_holds_what_the_log_and_the_progress_lines_say(two_part_run):
+    workdir, first, _, terminal = two_part_run
+    files = _events(os.path.join(workdir, "tensorboard"))
+    assert len(files) == 2  # one per process: the resumed one wrote its own
+    # The resumed process hides, for TensorBoard, anything past the step it resumed at.
+    starts = [e.step for e in files[1] if e.HasField("session_log")]
+    assert starts == [STEPS_PER_EPOCH + 1]
+    scalars = _scalars(files)
+    losses = scalars["train/loss"]
+    assert sorted(losses) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    printed = {**_progress(first.stdout.splitlines()), **_progress(_shown(terminal))}
+    assert sorted(printed) == [1, 2]
+    for block, (loss, samples_per_s, step_ms, mfu) in printed.items():
+        end = block * STEPS_PER_EPOCH
+        steps = range(end - STEPS_PER_EPOCH + 1, end + 1)
+        assert np.mean([losses[s] for s in steps]) == pytest.approx(loss, abs=6e-5)
+        assert scalars["perf/samples_per_s"][end] == pytest.approx(samples_per_s, abs=0.06)
+        assert scalars["perf/step_ms"][end] == pytest.approx(step_ms, abs=0.06)
+        assert mfu == "n/a"  # a CPU's peak is unknown: no MFU scalar
+    assert "perf/mfu" not in scalars
+    # Each eval at its block's last step, as the MLPerf log holds it.
+    events = read_log(os.path.join(workdir, "mlperf_log.txt"))
+    accuracy = {m["epoch_num"] * STEPS_PER_EPOCH: e["value"] for e, m in
+                zip([e for e in events if e["key"] == "eval_accuracy"],
+                    metadata(events, "eval_accuracy"), strict=True)}
+    assert sorted(accuracy) == [12, 24]
+    assert scalars["eval/top1"] == pytest.approx(accuracy, abs=1e-6)
+    assert scalars["eval/eval_examples"] == {12: 297.0, 24: 297.0}
+    # The rate each step's update used: LARS warms up linearly over the first epoch, then
+    # decays polynomially (written out here from the tiny config, not from the workload).
+    cfg = ResNetWorkload().config("tiny")
+    warmup = round(cfg.warmup_epochs * STEPS_PER_EPOCH)
+    decay = cfg.train_epochs * STEPS_PER_EPOCH - warmup
+    rate = scalars["train/learning_rate"]
+    assert sorted(rate) == sorted(losses)
+    assert rate[1] == 0.0
+    assert rate[7] == pytest.approx(cfg.base_lr * 6 / warmup, rel=1e-6)
+    assert rate[13] == pytest.approx(cfg.base_lr, rel=1e-6)
+    assert rate[19] == pytest.approx(
+        (cfg.base_lr - cfg.end_lr) * (1 - 6 / decay) ** cfg.lr_decay_power + cfg.end_lr,
+        rel=1e-6)
+
+
 def test_the_bar_follows_the_blocks_and_starts_part_way_in_a_resumed_one():
     schedule = EpochBlocks(10, max_epochs=3, epochs_per_block=1, offset_epochs=1)
     out = io.StringIO()
@@ -129,3 +211,16 @@ def test_a_live_bar_only_on_a_terminal_and_without_mllog_lines_on_stdout():
         assert not console.live(dataclasses.replace(opts, mllog_stdout=True), terminal)
     os.close(master)
     assert not console.live(opts, io.StringIO())
+
+
+def test_learning_rates_are_read_from_the_optimizers_own_schedule():
+    dlrm = DLRMWorkload()
+    cfg = dlrm.config("tiny")
+    steps = np.arange(5, 9)
+    constant = tensorboard.host_values(dlrm.learning_rate(cfg, DataInfo(1, 1, "x")), steps)
+    assert constant.tolist() == [cfg.base_lr] * 4
+    resnet = ResNetWorkload()
+    cfg = resnet.config("reference")
+    data = DataInfo(393 * cfg.global_batch_size, 1, "x")
+    rates = tensorboard.host_values(resnet.learning_rate(cfg, data), np.array([0, 393, 786]))
+    assert rates.tolist() == pytest.approx([0.0, cfg.base_lr / 2, cfg.base_lr])

@@ -1,5 +1,6 @@
 """The other ways in: real ImageNet format, synthetic data without TensorFlow, tools.check_log."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_synthetic_run_needs_no_tensorflow_and_is_never_a_result(tmp_path, cache
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run_stop aborted: synthetic data: throughput only" in proc.stdout
     assert "samples/s" in proc.stdout
+    # TensorBoard's scalars too, written without TensorFlow.
+    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     events = read_log(os.path.join(workdir, "mlperf_log.txt"))
     assert values(events, "jaxperf_data") == ["synthetic"]
     assert metadata(events, "run_stop")[0]["status"] == "aborted"

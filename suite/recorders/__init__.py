@@ -5,15 +5,16 @@ The lifecycle knows only this list; a new kind of record (TensorBoard scalars, e
 copy of the workdir elsewhere) is one module here and one line in `for_run`.
 """
 
-from suite.recorders import energy, remote_copy
+from suite.recorders import energy, remote_copy, tensorboard
 from suite.recorders.base import BlockRecord, Recorder
 
 
-def for_run(workload, cfg, opts) -> list[Recorder]:
-    """The recorders of one run, in the order they are called."""
-    del workload, cfg  # each recorder decides from them whether it applies
+def for_run(workload, cfg, opts, data) -> list[Recorder]:
+    """The recorders of one run, in the order they are called (data: its DataInfo); each
+    decides from them whether it applies."""
     return [
         energy.for_run(),
+        *tensorboard.for_run(workload, cfg, opts, data),
         # Last: it copies up what the recorders before it wrote.
         *remote_copy.for_run(opts),
     ]
