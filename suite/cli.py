@@ -7,9 +7,10 @@ on stderr and exit code 2.
 
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
 
 from common.errors import UserError
 from flags import config_flags as F
@@ -22,6 +23,22 @@ _CONFIG: flags.FlagHolder | None = None
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+T = TypeVar("T")
+
+
+def call(argv: list[str], body: Callable[[], T]) -> T:
+    """The common start of an absl main: no positional arguments, JAX's INFO notes (every
+    platform it probes) off unless --verbosity asks, a UserError as one line and exit 2."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        return body()
+    except UserError as e:
+        fail(str(e))
 
 
 def preset_name() -> str:

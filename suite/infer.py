@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from flags import config_flags, package_flags
@@ -28,14 +28,7 @@ flags.adopt_module_key_flags(package_flags)
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        rows = run()
-    except UserError as e:
-        cli.fail(str(e))
+    rows = cli.call(argv, run)
     from suite.serving import report
 
     print(report.table(rows), flush=True)

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from flags import config_flags, package_flags
@@ -58,12 +58,7 @@ def run_options(workload, preset: str) -> config_lib.RunOptions:
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
-    try:
-        run()
-    except UserError as e:
-        cli.fail(str(e))
+    cli.call(argv, run)
 
 
 def _config(workload, preset: str, opts: config_lib.RunOptions, num_devices: int, backend: str):
@@ -86,9 +81,6 @@ def _config(workload, preset: str, opts: config_lib.RunOptions, num_devices: int
 
 
 def run() -> None:
-    if not FLAGS["verbosity"].present:
-        # JAX reports every platform it probes (TPU, CUDA) at INFO: noise on a CPU run.
-        logging.set_verbosity(logging.WARNING)
     import jax
 
     if F.MULTIHOST.value:

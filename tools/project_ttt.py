@@ -13,7 +13,7 @@ from the runs under --convergence. A projection, never a result. --workload, --p
 --data_dir and every --config.* work as in suite.main (one parser).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from flags import config_flags
@@ -90,14 +90,7 @@ def run() -> list[str]:
 
 
 def main(argv) -> int:
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # JAX's platform probing is INFO noise
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
-    try:
-        lines = run()
-    except UserError as e:
-        cli.fail(str(e))
+    lines = cli.call(argv, run)
     print("\n".join(lines), flush=True)
     return 0
 

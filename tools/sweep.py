@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from flags import config_flags, package_flags, run_flags
@@ -142,15 +142,7 @@ def sweep() -> int:
 
 
 def main(argv) -> None:
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
-    try:
-        code = sweep()
-    except UserError as e:
-        cli.fail(str(e))
-    sys.exit(code)
+    sys.exit(cli.call(argv, sweep))
 
 
 if __name__ == "__main__":
