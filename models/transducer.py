@@ -86,8 +86,9 @@ def transducer_loss_from_logprobs(blank_lp: jax.Array, label_lp: jax.Array,
 def _cell_logprobs(logits: jax.Array, targets: jax.Array, blank: int) -> tuple[jax.Array,
                                                                                jax.Array]:
     """[B, t, U+1, V] logits, [B, U+1] next-label ids -> blank and next-label log-probs."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32) if logits.dtype != jnp.float64
-                              else logits, axis=-1)
+    # At least float32: a bfloat16 joint's softmax would lose the small probabilities.
+    logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
+                              axis=-1)
     blank_lp = logp[..., blank]
     index = jnp.broadcast_to(targets[:, None, :, None], logp.shape[:-1] + (1,))
     label_lp = jnp.take_along_axis(logp, index, axis=-1)[..., 0]
