@@ -112,14 +112,18 @@ def utterances_openslr(root: str, splits: Sequence[str]) -> list[Utterance]:
 def utterances_manifest(path: str, data_dir: str | None = None) -> list[Utterance]:
     """The utterances of one of the reference's preprocessed JSON manifests.
 
-    Assumed shape (what the reference's convert_librispeech.py writes): a JSON list of entries
-    {"transcript": str, "files": [{"fname": str, "sample_rate", "num_samples", "duration",
-    "channels", "speed", ...}, ...], "original_duration", "original_num_samples"}, with one file
-    per speed-perturbed copy; the copy at speed 1 (else the first) is read. A relative "fname"
-    is relative to `data_dir`, by default the manifest's own directory, where the reference
-    writes both.
+    Assumed shape (what the reference's utils/convert_librispeech.py writes, read from its
+    source): a JSON list of entries {"transcript": lower-cased str, "files": [{"fname",
+    "sample_rate", "num_samples", "duration", "channels", "speed", ...}, ...],
+    "original_duration", "original_num_samples"}, one file per speed-perturbed copy; the copy
+    at speed 1 (else the first) is read. "fname" is "<split>/<speaker>/<chapter>/<id>.wav",
+    relative to `data_dir`: by default the wav/ directory beside the manifest, where the
+    reference's preprocess_librispeech.sh writes the files (BASE/librispeech-dev-clean-wav.json
+    lists BASE/wav/dev-clean/...), else the manifest's own directory.
     """
-    data_dir = os.path.dirname(os.path.abspath(path)) if data_dir is None else data_dir
+    if data_dir is None:
+        here = os.path.dirname(os.path.abspath(path))
+        data_dir = os.path.join(here, "wav") if os.path.isdir(os.path.join(here, "wav")) else here
     try:
         with open(path, encoding="utf-8") as f:
             entries = json.load(f)
@@ -149,7 +153,7 @@ def utterances_manifest(path: str, data_dir: str | None = None) -> list[Utteranc
         num_samples = file.get("num_samples")
         utterances.append(Utterance(
             id=os.path.splitext(os.path.basename(file["fname"]))[0],
-            audio_path=audio_path, transcript=str(entry["transcript"]),
+            audio_path=audio_path, transcript=str(entry["transcript"]).strip(),
             num_samples=int(num_samples) if num_samples is not None else None))
     return utterances
 

@@ -46,21 +46,24 @@ def test_openslr_reader_round_trip(tiny):
 def test_manifest_reader(tiny, tmp_path):
     root, written = tiny
     dev = librispeech.utterances_openslr(root, ["dev-clean"])
-    # The reference's shape: wav files beside the manifest, fname relative to its directory.
+    # The reference's layout: BASE/librispeech-dev-clean-wav.json listing
+    # BASE/wav/dev-clean/<speaker>/<chapter>/<id>.wav, fname relative to BASE/wav, transcripts
+    # lower-cased, and a file per speed (here a 0.9 copy listed first, which must be skipped).
     entries = []
     for u in dev:
         samples = written[u.id][1]
-        fname = f"dev-clean-wav/{u.id}.wav"
-        os.makedirs(tmp_path / "dev-clean-wav", exist_ok=True)
-        soundfile.write(tmp_path / fname, samples, 16000, subtype="PCM_16")
-        entries.append({
-            "transcript": u.transcript.lower(),
-            "files": [{"channels": 1, "sample_rate": 16000.0, "bitrate": 16,
-                       "duration": len(samples) / 16000, "num_samples": len(samples),
-                       "encoding": "Signed Integer PCM", "silent": False, "fname": fname,
-                       "speed": 1}],
-            "original_duration": len(samples) / 16000,
-            "original_num_samples": len(samples)})
+        speaker, chapter, _ = u.id.split("-")
+        fname = f"dev-clean/{speaker}/{chapter}/{u.id}.wav"
+        os.makedirs(tmp_path / "wav" / os.path.dirname(fname), exist_ok=True)
+        soundfile.write(tmp_path / "wav" / fname, samples, 16000, subtype="PCM_16")
+        files = [{"channels": 1, "sample_rate": 16000.0, "bitrate": 16,
+                  "duration": len(samples) / 16000, "num_samples": len(samples),
+                  "encoding": "Signed Integer PCM", "silent": False, "fname": fname, "speed": 1}]
+        files.insert(0, dict(files[0], fname=fname.replace(".wav", "-0.9.wav"), speed=0.9,
+                             num_samples=len(samples) * 10 // 9))
+        entries.append({"transcript": u.transcript.lower(), "files": files,
+                        "original_duration": len(samples) / 16000,
+                        "original_num_samples": len(samples)})
     manifest = tmp_path / "librispeech-dev-clean-wav.json"
     manifest.write_text(json.dumps(entries))
     read = librispeech.utterances_manifest(str(manifest))
@@ -76,9 +79,9 @@ def test_manifest_reader(tiny, tmp_path):
         librispeech.utterances_manifest(str(manifest))
     _one_line(e)
     entries[1]["transcript"] = "x"
-    os.remove(tmp_path / entries[2]["files"][0]["fname"])
+    os.remove(tmp_path / "wav" / entries[2]["files"][1]["fname"])
     manifest.write_text(json.dumps(entries))
-    with pytest.raises(UserError, match=r"dev-clean-wav/.*\.wav \(from manifest .* entry 2\) "
+    with pytest.raises(UserError, match=r"wav/dev-clean/.*\.wav \(from manifest .* entry 2\) "
                        "not found") as e:
         librispeech.utterances_manifest(str(manifest))
     _one_line(e)
@@ -161,6 +164,13 @@ def test_buckets():
         assert not smaller or all(length_of[u.id] > max(smaller) for u in rows)
     # Remainders dropped: fewer than batch_size per bucket go missing.
     assert 50 - len(kept) < 4 * len(bounds)
+
+    # 16.7 s is the training limit even when a bucket would hold more.
+    wide = librispeech.plan_batches(_fake([270000] * 4 + [1000] * 4), 4, training=True,
+                                    bucket_bounds=(16000, 320000))
+    assert [[u.num_samples for u in rows] for _, rows in wide] == [[1000] * 4]
+    assert len(librispeech.plan_batches(_fake([270000] * 4), 4, training=False,
+                                        bucket_bounds=(16000, 320000))) == 1
 
     evaluation = librispeech.plan_batches(utterances, 4, training=False, bucket_bounds=bounds)
     seen = [u.id for _, rows in evaluation for u in rows if u is not None]
