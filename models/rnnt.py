@@ -161,7 +161,8 @@ class RNNT(nn.Module):
         hidden = nn.relu(enc_p[:, :, None, :] + pred_p[:, None, :, :])
         return self.out(hidden).astype(jnp.float32)
 
-    def __call__(self, feats, lengths, labels, deterministic: bool = True):
+    def __call__(self, feats: jax.Array, lengths: jax.Array, labels: jax.Array,
+                 deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Everything the loss needs: projected encoder output, projected prediction, lengths."""
         enc, enc_lengths = self.encode(feats, lengths, deterministic)
         enc_p, pred_p = self.project(enc, self.predict(labels, deterministic), deterministic)
