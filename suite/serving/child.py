@@ -168,7 +168,7 @@ def run_scenario(lg, req: dict) -> dict:
     if req["tune"]:
         tuned = tune.scenario(lg, harness, base, scenario, os.path.join(req["outdir"], "tune"),
                               lambda name: scenario_batch(req, name, spq),
-                              settings_lib.server_share(req["preset"]))
+                              settings_lib.margins(req["preset"]))
         found.update(tuned["found"])
         settings_lib.write_user_conf(conf, model, req["preset"], found)
     settings = settings_lib.test_settings(lg, conf, model, scenario, "performance")
@@ -230,7 +230,7 @@ def _retry_server(harness, settings, outdir: str, max_batch: int, wait_s: float,
                       "p99_ms": d.get("result_99.00_percentile_latency_ns", 0) / 1e6,
                       "reason": " ".join(reason.split())})
         if latency_missed:
-            settings.server_target_qps *= settings_lib.server_retry_step(preset)
+            settings.server_target_qps *= settings_lib.margins(preset).server_retry_step
         else:
             settings.min_query_count = 2 * max(settings.min_query_count,
                                                d.get("result_query_count", 0))

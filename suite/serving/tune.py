@@ -4,12 +4,12 @@
 SingleStream and MultiStream: LoadGen pre-generates min_duration / expected latency
 queries, so an expected latency above the real one ends the run early (min duration not
 met): half the measured median is recorded. Offline: one query of expected QPS x
-min_duration samples; recorded 1.25 x the measured samples/s, so the query outlasts the
-minimum. Server: the highest target QPS whose short runs keep their 99th-percentile latency
-within 60 % of the bound, found by doubling from a quarter of a measured Offline rate until
-a run does not, then bisecting; 80 % of it is the candidate (of that, the tiny preset
-takes half: settings.TINY_SERVER_SHARE says why). The candidate is confirmed by a
-run as long as the real one (up to a minute): LoadGen must call it VALID with its p99
+min_duration samples; recorded 1.25 x the measured samples/s (the tiny preset 2 x), so the
+query outlasts the minimum. Server: the highest target QPS whose short runs keep their
+99th-percentile latency within 60 % of the bound, found by doubling from a quarter of a
+measured Offline rate until a run does not, then bisecting; 80 % of it is the candidate (of
+that, the tiny preset takes half: settings.MARGINS says why). The candidate is confirmed by
+a run as long as the real one (up to a minute): LoadGen must call it VALID with its p99
 within 75 % of the bound, else it steps down by 20 % and tries again (three tries at most;
 the last step down is recorded either way).
 Why in the same process: on a small host two processes running the same program at the
@@ -20,9 +20,9 @@ stay in <workdir>/<Scenario>/tune.
 
 import os
 
-from suite.serving import results
+from suite.serving import results, settings
 
-SS_MARGIN, OFFLINE_MARGIN, SERVER_MARGIN = 0.5, 1.25, 0.8
+SS_MARGIN, SERVER_MARGIN = 0.5, 0.8
 LATENCY_HEADROOM, CONFIRM_HEADROOM = 0.6, 0.75
 BISECT_STEPS, CONFIRM_TRIES = 4, 3
 TUNE_MS, CONFIRM_MAX_MS = 1000, 60_000
@@ -39,11 +39,10 @@ def _short(lg, base, scenario: str, duration_ms: int, queries: int, **fields):
 
 
 def scenario(lg, harness, base, scenario: str, outdir: str, batch_of,
-             server_share: float = 1.0) -> dict:
+             margins: settings.Margins) -> dict:
     """{'found': {'<Scenario>.<key>': value}, ...details} for one scenario. base: settings
     from mlperf.conf and the preset's user.conf lines; batch_of(scenario) -> (max batch,
-    Server wait in s); server_share: the part of the searched Server QPS to confirm and
-    record (settings.server_share)."""
+    Server wait in s); margins: how far from the measured rates to stay (settings.margins)."""
     bound_ns = base.server_target_latency_ns
     full_ms, full_queries = base.min_duration_ms, base.min_query_count  # the real run's
     found, trials, confirms = {}, [], []
@@ -70,7 +69,7 @@ def scenario(lg, harness, base, scenario: str, outdir: str, batch_of,
     d = measure("Offline", "Offline", 1, offline_expected_qps=1000.0)
     offline_qps = d["result_samples_per_second"]
     if scenario == "Offline":
-        found["Offline.target_qps"] = OFFLINE_MARGIN * offline_qps
+        found["Offline.target_qps"] = margins.offline_margin * offline_qps
         return {"found": found, "offline_measured_qps": offline_qps}
 
     def meets(qps: float) -> bool:
@@ -96,7 +95,7 @@ def scenario(lg, harness, base, scenario: str, outdir: str, batch_of,
                 lo = mid
             else:
                 hi = mid
-    qps = server_share * (SERVER_MARGIN * lo if lo else trials[-1]["target_qps"] / 2)
+    qps = margins.server_share * (SERVER_MARGIN * lo if lo else trials[-1]["target_qps"] / 2)
     confirm_ms = min(full_ms, CONFIRM_MAX_MS)
     confirm_queries = full_queries if confirm_ms == full_ms else 100
     for _ in range(CONFIRM_TRIES):
