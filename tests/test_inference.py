@@ -150,18 +150,16 @@ def test_server_alone_is_tuned_from_a_measured_offline_rate(trained, tmp_path, c
     assert served_qps["metric"] > 0 and served_qps["errors"] == 0
 
 
-def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp_path):
-    """Validity is LoadGen's verdict: far too many queries per second miss the bound, and
-    so do half and a quarter of them; user.conf and the result say what was tried."""
+def _run_child_alone(workdir: str, scenario: str, tmp_path, conf_lines: str):
+    """One performance run of the served scenario's process under a user.conf of our own,
+    without tuning: (its outdir, the user.conf path)."""
     import subprocess
     import sys
 
-    workdir, _, _ = served
-    with open(os.path.join(workdir, "Server", "request.json")) as f:
+    with open(os.path.join(workdir, scenario, "request.json")) as f:
         req = json.load(f)
     conf = tmp_path / "user.conf"
-    conf.write_text("resnet50.*.performance_sample_count_override = 297\n"
-                    "*.*.min_duration = 500\nresnet50.Server.target_qps = 40000\n")
+    conf.write_text("resnet50.*.performance_sample_count_override = 297\n" + conf_lines)
     out = str(tmp_path / "out")
     req.update(conf=str(conf), outdir=out, tune=False,
                runs=[{"mode": "performance", "outdir": out, "audit": None}])
@@ -171,9 +169,18 @@ def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp
                PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "suite.serving.child",
                            str(tmp_path / "req.json")], capture_output=True, text=True,
-                          cwd=req["outdir"], timeout=600, env=env)
+                          cwd=out, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    detail = results.detail(req["outdir"])
+    return out, conf
+
+
+def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp_path):
+    """Validity is LoadGen's verdict: far too many queries per second miss the bound, and
+    so do half and a quarter of them; user.conf and the result say what was tried."""
+    workdir, _, _ = served
+    out, conf = _run_child_alone(workdir, "Server", tmp_path,
+                                 "*.*.min_duration = 500\nresnet50.Server.target_qps = 40000\n")
+    detail = results.detail(out)
     assert detail["result_validity"] == "INVALID"
     assert detail["result_perf_constraints_met"] is False
     assert detail["effective_target_qps"] == 10000
@@ -186,6 +193,34 @@ def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp
         assert r["kind"] == "latency" and r["p99_ms"] > 15
         assert "Reduce target QPS" in r["reason"]
     assert "resnet50.Server.target_qps = 10000\n" in conf.read_text()
+
+
+def test_an_offline_query_that_ends_early_is_rerun_expecting_more(served, tmp_path):
+    """LoadGen calls an Offline run INVALID when its one query ends before the minimum
+    duration (the expected QPS was too low); it is rerun expecting the margin over the rate
+    the short run achieved, and user.conf records what the result ran at."""
+    workdir, _, _ = served
+    # mlperf.conf's Offline query holds at least 24,576 samples: a few here, so that the
+    # expected QPS sizes it.
+    out, conf = _run_child_alone(workdir, "Offline", tmp_path,
+                                 "*.*.min_duration = 500\nresnet50.Offline.min_query_count = 500\n"
+                                 "resnet50.Offline.target_qps = 100\n")
+    with open(os.path.join(out, "result.json")) as f:
+        retries = json.load(f)["runs"][0]["retries"]
+    assert retries and retries[0]["expected_qps"] == 100
+    for r, after in zip(retries, [*retries[1:], None], strict=True):
+        assert r["kind"] == "min duration" and "Increase expected QPS" in r["reason"]
+        assert r["outdir"].startswith(str(tmp_path / "tune"))
+        detail = results.detail(r["outdir"])
+        assert detail["result_min_duration_met"] is False
+        if after is not None:  # the tiny preset's margin: twice what the short run achieved
+            assert after["expected_qps"] == pytest.approx(
+                max(r["expected_qps"], 2 * r["achieved_qps"]), rel=1e-6)
+    final = results.detail(out)
+    assert final["result_min_duration_met"] or len(retries) == 2
+    last = retries[-1]
+    recorded = max(last["expected_qps"], 2 * last["achieved_qps"])
+    assert f"resnet50.Offline.target_qps = {recorded:.6g}\n" in conf.read_text()
 
 
 @pytest.mark.parametrize("args,needle", [

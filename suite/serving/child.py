@@ -188,6 +188,14 @@ def run_scenario(lg, req: dict) -> dict:
                 tuned["found"]["Server.target_qps"] = found["Server.target_qps"] = \
                     settings.server_target_qps
                 settings_lib.write_user_conf(conf, model, req["preset"], found)
+        if scenario == "Offline" and mode == "performance" and not run.get("audit"):
+            stats, out["retries"] = _retry_offline(harness, settings, run["outdir"], max_batch,
+                                                   wait_s, req["preset"])
+            out.update(stats)
+            if out["retries"]:  # user.conf records the rate the results were run at
+                tuned["found"]["Offline.target_qps"] = found["Offline.target_qps"] = \
+                    settings.offline_expected_qps
+                settings_lib.write_user_conf(conf, model, req["preset"], found)
         if mode == "performance":
             out.update(results.performance(run["outdir"], scenario))
         else:
@@ -234,6 +242,33 @@ def _retry_server(harness, settings, outdir: str, max_batch: int, wait_s: float,
         else:
             settings.min_query_count = 2 * max(settings.min_query_count,
                                                d.get("result_query_count", 0))
+        stats = harness.run(settings, outdir, max_batch, wait_s, None)
+    return stats, tried
+
+
+def _retry_offline(harness, settings, outdir: str, max_batch: int, wait_s: float,
+                   preset: str) -> tuple[dict, list]:
+    """Offline's performance run, repeated (settings.SERVER_RETRIES times at most) while
+    LoadGen says its one query ended before the minimum duration: the SUT ran faster
+    than the expected QPS the tuning measured on a short query (6,317 samples/s measured
+    against 14,520 in the real run, on a quiet host). As a submitter would, the rerun
+    expects the preset's margin over the rate the short run achieved; the run that ended
+    early moves to tune/."""
+    tried, stats = [], {}
+    while len(tried) < settings_lib.SERVER_RETRIES:
+        d = results.detail(outdir)
+        if d.get("result_validity") == "VALID" or d.get("result_min_duration_met", True):
+            break  # valid, or invalid for a reason a higher expected QPS would not change
+        where = os.path.join(os.path.dirname(outdir), "tune", f"performance-short-{len(tried)}")
+        shutil.rmtree(where, ignore_errors=True)
+        shutil.move(outdir, where)
+        achieved = d.get("result_samples_per_second", 0.0)
+        tried.append({"kind": "min duration", "expected_qps": settings.offline_expected_qps,
+                      "achieved_qps": achieved, "outdir": where,
+                      "reason": " ".join((d.get("result_invalid_reason") or "").split())})
+        settings.offline_expected_qps = max(
+            settings.offline_expected_qps,
+            settings_lib.margins(preset).offline_margin * achieved)
         stats = harness.run(settings, outdir, max_batch, wait_s, None)
     return stats, tried
 

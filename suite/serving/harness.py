@@ -349,11 +349,18 @@ def write_package(harness: "Harness", package: Package, rows: list[dict]) -> str
 
 def _describe(result: dict, workload) -> str:
     if result["mode"] == "performance":
-        missed = "".join(f"; before it, a run at {r['target_qps']:.4g} qps was INVALID "
-                         f"(p99 {r['p99_ms']:.3g} ms; {r['reason']})"
-                         for r in result.get("retries", []))
+        missed = "".join(f"; before it, {_missed(r)}" for r in result.get("retries", []))
         return (f"{'VALID' if result['valid'] else 'INVALID'} {result['metric']:.4g} "
                 f"{result['unit']}" + (f" ({result['reason']})" if result["reason"] else "")
                 + missed)
     metric = workload.target.metric
     return f"{metric} {result[metric]:.4f} over {result['answered']} samples"
+
+
+def _missed(retry: dict) -> str:
+    """One run a performance result was repeated after (suite.serving.child)."""
+    if retry["kind"] == "min duration":  # Offline
+        return (f"a run expecting {retry['expected_qps']:.4g} samples/s was INVALID (it ran "
+                f"at {retry['achieved_qps']:.4g}: {retry['reason']})")
+    return (f"a run at {retry['target_qps']:.4g} qps was INVALID (p99 {retry['p99_ms']:.3g} ms; "
+            f"{retry['reason']})")
