@@ -179,20 +179,20 @@ def test_a_server_far_above_the_cpu_is_invalid_after_two_lower_tries(served, tmp
     so do half and a quarter of them; user.conf and the result say what was tried."""
     workdir, _, _ = served
     out, conf = _run_child_alone(workdir, "Server", tmp_path,
-                                 "*.*.min_duration = 500\nresnet50.Server.target_qps = 40000\n")
+                                 "*.*.min_duration = 500\nresnet50.Server.target_qps = 160000\n")
     detail = results.detail(out)
     assert detail["result_validity"] == "INVALID"
     assert detail["result_perf_constraints_met"] is False
-    assert detail["effective_target_qps"] == 10000
+    assert detail["effective_target_qps"] == 40000
     with open(os.path.join(out, "result.json")) as f:
         retries = json.load(f)["runs"][0]["retries"]
-    assert [r["target_qps"] for r in retries] == [40000, 20000]
+    assert [r["target_qps"] for r in retries] == [160000, 80000]
     for r in retries:  # each missed run's logs kept, beside the tuning's
         assert r["outdir"].startswith(str(tmp_path / "tune"))
         assert results.detail(r["outdir"])["effective_target_qps"] == r["target_qps"]
         assert r["kind"] == "latency" and r["p99_ms"] > 15
         assert "Reduce target QPS" in r["reason"]
-    assert "resnet50.Server.target_qps = 10000\n" in conf.read_text()
+    assert "resnet50.Server.target_qps = 40000\n" in conf.read_text()
 
 
 def test_an_offline_query_that_ends_early_is_rerun_expecting_more(served, tmp_path):
