@@ -20,14 +20,42 @@ class Compiled:
     abstract_state: Any  # unboxed ShapeDtypeStructs
     batch_sharding: NamedSharding
     init: Any  # jitted: key -> state (sharded)
-    train_step: Any  # compiled: (state, batch, key) -> (state, metrics, key)
-    eval_step: Any  # compiled: (state, batch) -> sums
+    train_step: "ByShape"  # (state, batch, key) -> (state, metrics, key)
+    eval_step: "ByShape"  # (state, batch) -> sums
+
+
+def shape_key(batch) -> tuple:
+    """What picks a compiled step: each field's name and shape."""
+    return tuple(sorted((name, tuple(x.shape)) for name, x in batch.items()))
+
+
+class ByShape:
+    """One step compiled for each batch shape a workload's pipeline yields (its length
+    buckets), called like a single compiled step: the batch's shapes choose the executable.
+    A shape nobody compiled is an error, never a compile inside the timed run."""
+
+    def __init__(self, name: str, executables: dict[tuple, Any]):
+        self.name, self.executables = name, executables
+
+    def __call__(self, state, batch, *rest):
+        fn = self.executables.get(shape_key(batch))
+        if fn is None:
+            raise ValueError(f"no {self.name} was compiled for batch shapes {shape_key(batch)};"
+                             " the workload's batch_specs must list every shape its "
+                             "pipeline yields")
+        return fn(state, batch, *rest)
+
+    def memory_analysis(self):
+        """The largest shape's (the last compiled): what bounds a step's memory."""
+        return list(self.executables.values())[-1].memory_analysis()
 
 
 def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int,
-          data: DataInfo | None = None) -> Compiled:
+          data: DataInfo | None = None, every_shape: bool = True) -> Compiled:
     """data: the run's data facts (the optimizer's schedule reads the epoch length); None
-    for a throughput build on synthetic batches, which stands in for the config's sizes."""
+    for a throughput build on synthetic batches, which stands in for the config's sizes.
+    every_shape=False compiles only batch_spec's shape (a step benchmark), not every
+    shape of batch_specs (a run)."""
     data = workload.synthetic_data_info(cfg) if data is None else data
     rules = workload.logical_axis_rules(cfg)
     key = jax.random.key(0)
@@ -66,13 +94,20 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             tree, sh)
 
+    def specs(split, batch):
+        if every_shape:
+            return workload.batch_specs(cfg, split, batch)
+        return [workload.batch_spec(cfg, split, batch)]
+
     global_batch = local_batch * process_count
     abs_state = placed(abstract, shardings)
-    train_batch = placed(workload.batch_spec(cfg, "train", global_batch), batch_sh)
-    eval_batch = placed(workload.batch_spec(cfg, "eval", workload.eval_batch_size(cfg)),
-                        batch_sh)
     key_spec = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
+    train_c, eval_c = {}, {}
     with nn.logical_axis_rules(rules):
-        train_c = train_jit.lower(abs_state, train_batch, key_spec).compile()
-        eval_c = eval_jit.lower(abs_state, eval_batch).compile()
-    return Compiled(mesh, shardings, abstract, batch_sh, init_jit, train_c, eval_c)
+        for spec in specs("train", global_batch):
+            train_c[shape_key(spec)] = train_jit.lower(
+                abs_state, placed(spec, batch_sh), key_spec).compile()
+        for spec in specs("eval", workload.eval_batch_size(cfg)):
+            eval_c[shape_key(spec)] = eval_jit.lower(abs_state, placed(spec, batch_sh)).compile()
+    return Compiled(mesh, shardings, abstract, batch_sh, init_jit,
+                    ByShape("train step", train_c), ByShape("eval step", eval_c))

@@ -186,6 +186,13 @@ class Workload(abc.ABC):
     def batch_spec(self, cfg, split: str, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes and dtypes of one batch: used for AOT compilation and synthetic data."""
 
+    def batch_specs(self, cfg, split: str,
+                    batch_size: int) -> list[dict[str, jax.ShapeDtypeStruct]]:
+        """Every batch shape the split's pipeline yields (one per length bucket), each
+        compiled before run_start; batch_spec's shape is the one benchmarks and synthetic
+        data use. Default: that shape alone."""
+        return [self.batch_spec(cfg, split, batch_size)]
+
     @abc.abstractmethod
     def data_info(self, cfg, data_dir: str | None) -> DataInfo:
         """Facts of the configured dataset; raises UserError if it is missing."""
