@@ -18,18 +18,16 @@ mis-shaped file fails at start-up with one line, not hours into a run.
 from __future__ import annotations
 
 import bisect
-import concurrent.futures
 import dataclasses
 import functools
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from common.errors import UserError
 from input_pipelines import npy_files
+from input_pipelines import prefetch as prefetch_lib
 
 NUM_DENSE = 13
 # Facts of the MLPerf set (MLCommons reference, Criteo 1TB with multi-hot sparse features).
@@ -237,7 +235,7 @@ def train_batches(logs: ClickLogs, *, local_batch_size: int, process_index: int,
                 yield functools.partial(_read_train, days, starts,
                                         shard_start + step * local_batch_size, local_batch_size)
 
-    return _prefetched(reads, prefetch, read_threads)
+    return prefetch_lib.prefetched(reads, prefetch, read_threads, name="criteo-read")
 
 
 def _eval_share(logs: ClickLogs, split: str, process_index: int,
@@ -285,70 +283,10 @@ def eval_batches(logs: ClickLogs, split: str, *, local_batch_size: int, process_
         for i in range(count):
             yield functools.partial(read, min(lo + i * local_batch_size, hi))
 
-    return _prefetched(reads, prefetch, read_threads)
+    return prefetch_lib.prefetched(reads, prefetch, read_threads, name="criteo-read")
 
 
 def _check_processes(local_batch_size: int, process_index: int, process_count: int) -> None:
     if local_batch_size < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"need local_batch_size >= 1 and 0 <= process_index < process_count, "
                          f"got {local_batch_size}, {process_index}, {process_count}")
-
-
-# Prefetching.
-
-_END = object()
-
-
-def _prefetched(reads: Callable[[], Iterator[Callable[[], dict]]], depth: int,
-                threads: int) -> Iterator[dict]:
-    """The batches of reads()'s read functions, in order, up to `depth` of them read ahead by
-    a pool of `threads` threads (depth 0: each read in the caller's thread).
-
-    One thread reads about a million reference-shaped rows (214 ids each) a second. NumPy
-    releases the GIL while it copies, so more threads help large batches on hosts with cores
-    to spare; on small batches they mostly contend for the GIL. The threads start on the
-    first next() and stop once the returned generator is closed or garbage-collected; an
-    exception in a read is raised again in the consumer.
-    """
-    if depth <= 0:
-        for read in reads():
-            yield read()
-        return
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        # Timed waits so that an abandoned iterator's feeder notices `stop` and exits instead
-        # of blocking forever on a full queue.
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def feed() -> None:
-        pool = concurrent.futures.ThreadPoolExecutor(max(1, threads), "criteo-read")
-        try:
-            for read in reads():
-                if not put(pool.submit(read)):
-                    pool.shutdown(wait=False, cancel_futures=True)  # nobody will take them
-                    return
-            put(_END)
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            failed: concurrent.futures.Future = concurrent.futures.Future()
-            failed.set_exception(e)
-            put(failed)
-        finally:
-            pool.shutdown(wait=False)  # the workers finish what is queued, then exit
-
-    threading.Thread(target=feed, name="criteo-prefetch", daemon=True).start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            yield item.result()
-    finally:
-        stop.set()
