@@ -58,7 +58,7 @@ class Vocab:
         return [self.decode(row) for row in ids]
 
 
-def _sample(texts: Iterable[str], limit: int) -> list[str]:
+def sample_texts(texts: Iterable[str], limit: int) -> list[str]:
     """Up to `limit` texts, a uniform sample when there are more (reservoir, fixed seed)."""
     rng, sample = random.Random(0), []
     for seen, text in enumerate(texts):
@@ -74,7 +74,7 @@ def build_vocab(
 ) -> Vocab:
     """Trains a unigram sentencepiece model on (a fixed-seed sample of max_sentences of)
     texts and writes it atomically to `path`; the same texts give the same vocabulary."""
-    sample = [t for t in _sample(texts, max_sentences) if t.strip()]
+    sample = [t for t in sample_texts(texts, max_sentences) if t.strip()]
     if not sample:
         raise UserError(f"no text to build the vocabulary {path} from; check the training data")
     model = io.BytesIO()
@@ -90,12 +90,18 @@ def build_vocab(
             f"cannot build a {vocab_size}-piece vocabulary from {len(sample)} sentences "
             f"({one_line(e)}); pass a smaller --config.vocab_size"
         ) from e
+    write_atomically(path, model.getvalue())
+    return Vocab(model.getvalue(), path)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes data to path through a sibling file and a rename: readers never see half a
+    file, even with several writers."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.partial-{os.getpid()}"
     with open(partial, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(partial, path)  # readers never see half a file, even with several writers
-    return Vocab(model.getvalue(), path)
+        f.write(data)
+    os.replace(partial, path)
 
 
 def load_vocab(path: str) -> Vocab:
