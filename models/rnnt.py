@@ -20,6 +20,10 @@ it zeroes in the forget gate; flax's cell has one bias per gate, so the count di
 issue 15 states. Linear layers: PyTorch's uniform(+-1/sqrt(fan_in)) weights, zero biases.
 
 Params float32; every param carries logical axis names (vocab, embed, mlp).
+
+Decoding: `pred_step` runs the prediction network one label at a time from a carried state
+(`pred_init_state`), on the same params as `predict`; `decode` is MLPerf's greedy decoding
+of a padded batch (models/rnnt_decode.py).
 """
 
 import dataclasses
@@ -31,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax import traverse_util
+
+from models import rnnt_decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +111,17 @@ def stack_time(x: jax.Array, lengths: jax.Array, factor: int) -> tuple[jax.Array
     return x.reshape(batch, padded_t // factor, factor * dim), -(-lengths // factor)
 
 
+# The prediction network's recurrent state while decoding: one (c, h) per LSTM layer, each
+# [B, pred_hidden] (OptimizedLSTMCell's carry order).
+PredState = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+def pred_init_state(cfg: RNNTConfig, batch: int) -> PredState:
+    """The zero state that `predict`'s nn.RNN layers also start from."""
+    zeros = jnp.zeros((batch, cfg.pred_hidden), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(cfg.pred_layers))
+
+
 class RNNT(nn.Module):
     config: RNNTConfig
 
@@ -147,6 +164,20 @@ class RNNT(nn.Module):
             x = self.pred_drop(layer(x), deterministic)
         return x
 
+    def pred_step(self, labels: jax.Array, state: PredState) -> tuple[jax.Array, PredState]:
+        """One prediction-network step for decoding: [B] labels, each layer's carried (c, h)
+        -> the projected output [B, joint_hidden] (pred_proj applied) and the new state.
+
+        The same params as `predict` (each nn.RNN's `cell` is called directly, so it reads
+        pred_i/cell/...), without dropout: decoding is deterministic.
+        """
+        x = self.embed(labels)
+        new_state = []
+        for layer, carry in zip(self.pred, state, strict=True):
+            carry, x = layer.cell(carry, x)
+            new_state.append(carry)
+        return self.pred_proj(x), tuple(new_state)
+
     def project(self, enc: jax.Array, pred: jax.Array,
                 deterministic: bool) -> tuple[jax.Array, jax.Array]:
         """The joint's two input projections, with the joint dropout (see module doc)."""
@@ -170,6 +201,28 @@ class RNNT(nn.Module):
         if self.is_initializing():
             self.joint(enc_p[:, :1], pred_p)
         return enc_p, pred_p, enc_lengths
+
+
+def decode(cfg: RNNTConfig, variables: Any, feats: jax.Array, lengths: jax.Array, *,
+           max_symbols_per_frame: int = 30,
+           max_symbols: int = 300) -> tuple[jax.Array, jax.Array]:
+    """Greedy transcripts of a padded batch: encode (no dropout) -> enc_proj ->
+    rnnt_decode.greedy_decode. Returns (tokens [B, max_symbols], blank-padded; lengths [B]).
+    Pure and jit-able; the caps are MLPerf's eval defaults."""
+    model = RNNT(cfg)
+    enc, enc_lengths = model.apply(variables, feats, lengths, True, method=model.encode)
+    enc_p = model.apply(variables, enc, method=lambda m, x: m.enc_proj(x))
+
+    def joint_fn(frames: jax.Array, pred_p: jax.Array) -> jax.Array:
+        logits = model.apply(variables, frames[:, None], pred_p[:, None], method=model.joint)
+        return logits[:, 0, 0]
+
+    def pred_step_fn(labels: jax.Array, state: PredState) -> tuple[jax.Array, PredState]:
+        return model.apply(variables, labels, state, method=model.pred_step)
+
+    return rnnt_decode.greedy_decode(
+        joint_fn, pred_step_fn, pred_init_state(cfg, feats.shape[0]), enc_p, enc_lengths,
+        blank=cfg.blank, max_symbols_per_frame=max_symbols_per_frame, max_symbols=max_symbols)
 
 
 def set_forget_bias(variables: Any, value: float) -> Any:
