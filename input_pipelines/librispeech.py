@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import soundfile
@@ -209,8 +209,14 @@ def bucket_for(length: int, bucket_bounds: Sequence[int]) -> int | None:
 
 def plan_batches(utterances: Sequence[Utterance], batch_size: int, *, training: bool,
                  bucket_bounds: Sequence[int] = DEFAULT_BUCKET_BOUNDS,
-                 seed: int | None = None) -> list[tuple[int, list[Utterance | None]]]:
+                 seed: int | None = None,
+                 length_of: Callable[[Utterance], int] = num_samples,
+                 ) -> list[tuple[int, list[Utterance | None]]]:
     """(padded length, rows) per batch, without reading audio.
+
+    length_of: what is bucketed, in samples; by default the audio's length. A caller whose
+    padded label length follows the bucket passes the larger of the audio's length and the
+    labels' length in samples, so that both fit the bucket.
 
     Training drops utterances over MAX_TRAIN_SAMPLES or the last bound, shuffles within each
     bucket and the batch order when `seed` is given, and drops each bucket's partial remainder.
@@ -222,9 +228,9 @@ def plan_batches(utterances: Sequence[Utterance], batch_size: int, *, training: 
     by_bucket: dict[int, list[Utterance]] = {}
     overlong = []
     for utterance in utterances:
-        length = num_samples(utterance)
+        length = length_of(utterance)
         index = bucket_for(length, bounds)
-        if training and (index is None or length > MAX_TRAIN_SAMPLES):
+        if training and (index is None or num_samples(utterance) > MAX_TRAIN_SAMPLES):
             continue
         if index is None:
             overlong.append((length, utterance))

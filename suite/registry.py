@@ -19,10 +19,11 @@ def _builtin() -> dict[str, type[Workload]]:
     from suite.workloads.bert import BertWorkload
     from suite.workloads.dlrm import DLRMWorkload
     from suite.workloads.resnet import ResNetWorkload
+    from suite.workloads.rnnt import RNNTWorkload
     from suite.workloads.transformer import TransformerWorkload
 
     return {w.name: w for w in (ResNetWorkload, TransformerWorkload, BertWorkload,
-                                  DLRMWorkload)}
+                                  DLRMWorkload, RNNTWorkload)}
 
 
 def _installed() -> dict[str, metadata.EntryPoint]:
