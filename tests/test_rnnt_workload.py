@@ -209,11 +209,17 @@ def test_eight_devices_match_one(workload):
                ] * 3  # one batch, three times: its loss must fall
     one, one_state = _train(workload, cfg, mesh_lib.make_mesh(devices=jax.devices()[:1]),
                             batches)
-    eight, eight_state = _train(workload, cfg, mesh_lib.make_mesh(), batches)
     assert jax.device_count() == 8
     assert np.all(np.diff(one) < 0)  # it trains: the same batches' loss falls
-    np.testing.assert_allclose(eight, one, rtol=2e-5)
-    for a, b in zip(jax.tree.leaves(one_state.params), jax.tree.leaves(eight_state.params),
-                    strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     assert jnp.asarray(one_state.step) == 3
+    for fsdp in (1, 2):  # data parallel over 8; data 4 x fsdp 2 with the weights split
+        mesh = mesh_lib.make_mesh(fsdp=fsdp)
+        eight, eight_state = _train(workload, cfg, mesh, batches)
+        np.testing.assert_allclose(eight, one, rtol=2e-5)
+        for a, b in zip(jax.tree.leaves(one_state.params), jax.tree.leaves(eight_state.params),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        split = [p for p in jax.tree.leaves(eight_state.params)
+                 if not p.sharding.is_fully_replicated]
+        # With fsdp: the 8 kernels of each of the 3 LSTMs, the embedding, both projections.
+        assert len(split) == (0 if fsdp == 1 else 3 * 8 + 3), len(split)

@@ -22,7 +22,9 @@ from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import mesh as mesh_lib
 
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+_STEPS = flags.DEFINE_integer(
+    "steps", 20, "Timed steps; 0 compiles only (compile time and XLA's memory estimate of a "
+    "step too large to run here, e.g. a reference step on a CPU).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 
 
@@ -32,8 +34,8 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
 
     from input_pipelines import synthetic
 
-    if steps < 1 or warmup < 0:
-        raise UserError("--steps must be >= 1 and --warmup >= 0")
+    if steps < 0 or warmup < 0:
+        raise UserError("--steps and --warmup must be >= 0")
     cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
     mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
     local = cfg.global_batch_size // jax.process_count()
@@ -41,6 +43,12 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
     fns = compile_lib.build(workload, cfg, mesh, local, jax.process_count(), every_shape=False)
     compile_s = time.perf_counter() - t0
     memory = fns.train_step.memory_analysis()
+    figures = {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
+               "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
+               "compile_s": compile_s, "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+               "argument_bytes": getattr(memory, "argument_size_in_bytes", None)}
+    if steps == 0:
+        return figures
     state = fns.init(jax.random.key(0))
     key = jax.jit(lambda: jax.random.key(1), out_shardings=mesh_lib.replicated(mesh))()
     batches = synthetic.batches(workload.batch_spec(cfg, "train", local),
@@ -55,16 +63,12 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
     rate = steps * cfg.global_batch_size / seconds
     flops = workload.flops_per_example(cfg)
     return {
-        "device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
-        "dtype": cfg.compute_dtype,
-        "global_batch": cfg.global_batch_size,
-        "compile_s": compile_s,
+        **figures,
         "step_ms": 1e3 * seconds / steps,
         "samples_per_s": rate,
         "tflops_per_s": flops * rate / 1e12,
         "mfu": perf.mfu(flops, rate, perf.peak_flops(jax.devices()[0].device_kind),
                         jax.device_count()),
-        "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
         "loss": losses[-1],
         "losses": losses,  # per timed step: the optimizer really ran
     }
@@ -80,12 +84,16 @@ def main(argv) -> int:
         r = bench(workload, cli.config(), _STEPS.value, _WARMUP.value)
     except UserError as e:
         cli.fail(str(e))
-    mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
     temp = "n/a" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**30:.2f} GiB"
-    print(f"{workload.name}/{cli.preset_name()} on {r['device']}, {r['dtype']}, global batch "
-          f"{r['global_batch']}: compile {r['compile_s']:.1f} s, XLA temp memory {temp}; "
-          f"step {r['step_ms']:.2f} ms, {r['samples_per_s']:,.1f} samples/s, "
-          f"{r['tflops_per_s']:.2f} TFLOP/s, MFU {mfu}, loss {r['loss']:.4f}")
+    line = (f"{workload.name}/{cli.preset_name()} on {r['device']}, {r['dtype']}, global batch "
+            f"{r['global_batch']}: compile {r['compile_s']:.1f} s, XLA temp memory {temp}")
+    if "step_ms" in r:
+        mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
+        line += (f"; step {r['step_ms']:.2f} ms, {r['samples_per_s']:,.1f} samples/s, "
+                 f"{r['tflops_per_s']:.2f} TFLOP/s, MFU {mfu}, loss {r['loss']:.4f}")
+    else:
+        line += " (compiled only: --steps=0)"
+    print(line)
     return 0
 
 

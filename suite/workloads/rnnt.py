@@ -112,6 +112,12 @@ class RNNTWorkload(Workload):
                             f"grad_accum_steps={cfg.grad_accum_steps} micro-batches")
         super().validate(cfg, mesh_sizes)
 
+    def logical_axis_rules(self, cfg):
+        # Data parallel over data x fsdp; with --config.mesh.fsdp > 1 every weight's input
+        # side (the 'embed' axis of LSTM kernels, projections and the embedding table) is
+        # split over fsdp too.
+        return [("batch", ("data", "fsdp")), ("embed", "fsdp")]
+
     # ----- model ---------------------------------------------------------
     def model_config(self, cfg) -> rnnt_model.RNNTConfig:
         return rnnt_model.RNNTConfig(
