@@ -57,6 +57,8 @@ class RNNTConfig:
     lstm_weight_scale: float = 0.5
     forget_bias: float = 1.0
     unroll: Any = 1  # passed to nn.RNN's scan; True unrolls (FLOP cross-check on CPU)
+    # Matmul inputs (bfloat16 on accelerators); params and the LSTMs' (c, h) stay float32.
+    dtype: Any = jnp.float32
 
     @property
     def blank(self) -> int:
@@ -82,7 +84,7 @@ def _symmetric_uniform(bound: float):
 def _lstm(cfg: RNNTConfig, hidden: int, name: str) -> nn.RNN:
     bound = cfg.lstm_weight_scale / math.sqrt(hidden)
     cell = nn.OptimizedLSTMCell(
-        hidden, param_dtype=jnp.float32,
+        hidden, param_dtype=jnp.float32, dtype=cfg.dtype,
         kernel_init=_boxed(_symmetric_uniform(bound), ("embed", "mlp")),
         recurrent_kernel_init=_boxed(_symmetric_uniform(bound), ("embed", "mlp")),
         # The forget gate's 1 is written by set_forget_bias: the cell has one bias_init for
@@ -91,9 +93,9 @@ def _lstm(cfg: RNNTConfig, hidden: int, name: str) -> nn.RNN:
     return nn.RNN(cell, unroll=cfg.unroll, name=name)
 
 
-def _dense(features: int, names: tuple[str, str], name: str) -> nn.Dense:
+def _dense(cfg: RNNTConfig, features: int, names: tuple[str, str], name: str) -> nn.Dense:
     return nn.Dense(
-        features, param_dtype=jnp.float32, name=name,
+        features, param_dtype=jnp.float32, dtype=cfg.dtype, name=name,
         kernel_init=_boxed(nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"), names),
         bias_init=_boxed(nn.initializers.zeros, names[1:]))
 
@@ -132,12 +134,12 @@ class RNNT(nn.Module):
         self.enc_post = [_lstm(cfg, cfg.enc_hidden, f"enc_post_{i}")
                          for i in range(cfg.enc_post_layers)]
         self.embed = nn.Embed(
-            cfg.vocab_size, cfg.pred_embed, param_dtype=jnp.float32,
+            cfg.vocab_size, cfg.pred_embed, param_dtype=jnp.float32, dtype=cfg.dtype,
             embedding_init=_boxed(nn.initializers.normal(1.0), ("vocab", "embed")))
         self.pred = [_lstm(cfg, cfg.pred_hidden, f"pred_{i}") for i in range(cfg.pred_layers)]
-        self.enc_proj = _dense(cfg.joint_hidden, ("embed", "mlp"), "enc_proj")
-        self.pred_proj = _dense(cfg.joint_hidden, ("embed", "mlp"), "pred_proj")
-        self.out = _dense(cfg.vocab_size, ("mlp", "vocab"), "out")
+        self.enc_proj = _dense(cfg, cfg.joint_hidden, ("embed", "mlp"), "enc_proj")
+        self.pred_proj = _dense(cfg, cfg.joint_hidden, ("embed", "mlp"), "pred_proj")
+        self.out = _dense(cfg, cfg.vocab_size, ("mlp", "vocab"), "out")
         self.enc_drop = nn.Dropout(cfg.enc_dropout)
         self.pred_drop = nn.Dropout(cfg.pred_dropout)
         self.joint_drop = nn.Dropout(cfg.joint_dropout)

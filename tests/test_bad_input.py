@@ -51,6 +51,13 @@ def test_batch_that_does_not_split_over_devices(tmp_path, cache):
     assert not os.path.exists(tmp_path / "w")
 
 
+def test_rnnt_data_dir_without_librispeech(tmp_path, cache):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _expect_one_line_error(["--workload=rnnt", f"--data_dir={empty}"], str(tmp_path / "w"),
+                           cache, "LibriSpeech/train-clean-100 not found", "openslr.org/12")
+
+
 def test_data_dir_without_the_dataset(tmp_path, cache):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -126,7 +126,8 @@ class RNNTWorkload(Workload):
             stack=cfg.stack, enc_dropout=cfg.enc_dropout, pred_embed=cfg.pred_embed,
             pred_hidden=cfg.pred_hidden, pred_layers=cfg.pred_layers,
             pred_dropout=cfg.pred_dropout, joint_hidden=cfg.joint_hidden,
-            joint_dropout=cfg.joint_dropout)
+            joint_dropout=cfg.joint_dropout,
+            dtype=jnp.float32 if cfg.compute_dtype == "auto" else jnp.dtype(cfg.compute_dtype))
 
     def model_fields(self, cfg):
         return {k: cfg[k] for k in ("vocab_size", "enc_hidden", "enc_pre_layers",
