@@ -1,9 +1,10 @@
 """The RNN-Transducer network of the speech benchmark (issue 15), in Flax linen.
 
 Encoder: 2 LSTM layers -> time stacking x2 -> 3 LSTM layers, all of enc_hidden units, with
-dropout enc_dropout on each layer's output. Prediction network: the labels prefixed with the
-start symbol (blank) -> embedding -> 2 LSTM layers, dropout pred_dropout on each output.
-Joint: linear(enc -> joint_hidden) + linear(pred -> joint_hidden) -> ReLU -> linear(-> vocab).
+dropout enc_dropout on each layer's output. Prediction network: the start symbol (a zero
+input vector) and the labels' embeddings -> 2 LSTM layers, dropout pred_dropout on each
+output. Joint: linear(enc -> joint_hidden) + linear(pred -> joint_hidden) -> ReLU ->
+linear(-> vocab).
 
 Joint dropout (deviation, on purpose): it is applied to the two projections (`project`),
 before transducer_loss cuts the frames into remat'd chunks, not after the ReLU. The loss
@@ -11,13 +12,14 @@ calls joint_fn(slab, pred) without the chunk index, so a dropout rng closed over
 would give every chunk the same mask; dropping the projections once avoids that and keeps
 `joint` deterministic (the same in training and decoding).
 
-Initialisation, as far as we know the reference (MLPerf's retired PyTorch RNN-T, not
-readable here, recalled from memory, unverified): PyTorch's LSTM default
-uniform(-1/sqrt(H), 1/sqrt(H)) for weights and biases, then every LSTM weight scaled by 0.5,
-and the forget gate's bias set to 1 (the reference also keeps a second, hidden-side bias that
-it zeroes in the forget gate; flax's cell has one bias per gate, so the count differs by
-4H per layer). We may be off on whether the 0.5 also scales the forget bias; we use 1 as
-issue 15 states. Linear layers: PyTorch's uniform(+-1/sqrt(fan_in)) weights, zero biases.
+Initialisation as the reference's code does it (mlcommons/training
+rnn_speech_recognition/pytorch: rnnt/model.py, common/rnn.py): PyTorch's defaults,
+uniform(+-1/sqrt(H)) for LSTM weights and biases and uniform(+-1/sqrt(fan_in)) for the
+linear layers' weights and biases, N(0, 1) for the embedding (n_classes - 1 rows: blank is
+never an input), and the forget gate's bias 1. The reference passes a weights_init_scale to
+its LSTM wrapper, which ignores it, so no scale applies (lstm_weight_scale = 1). PyTorch's
+LSTM keeps a second, hidden-side bias (the reference zeroes its forget part); flax's cell has
+one bias per gate, so the count differs by 4H per layer.
 
 Params float32; every param carries logical axis names (vocab, embed, mlp).
 
@@ -54,7 +56,7 @@ class RNNTConfig:
     pred_dropout: float = 0.3
     joint_hidden: int = 512
     joint_dropout: float = 0.3
-    lstm_weight_scale: float = 0.5
+    lstm_weight_scale: float = 1.0
     forget_bias: float = 1.0
     unroll: Any = 1  # passed to nn.RNN's scan; True unrolls (FLOP cross-check on CPU)
     # Matmul inputs (bfloat16 on accelerators); params and the LSTMs' (c, h) stay float32.
@@ -93,11 +95,13 @@ def _lstm(cfg: RNNTConfig, hidden: int, name: str) -> nn.RNN:
     return nn.RNN(cell, unroll=cfg.unroll, name=name)
 
 
-def _dense(cfg: RNNTConfig, features: int, names: tuple[str, str], name: str) -> nn.Dense:
+def _dense(cfg: RNNTConfig, fan_in: int, features: int, names: tuple[str, str],
+           name: str) -> nn.Dense:
+    bound = 1 / math.sqrt(fan_in)  # PyTorch's nn.Linear default, weights and biases
     return nn.Dense(
         features, param_dtype=jnp.float32, dtype=cfg.dtype, name=name,
-        kernel_init=_boxed(nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"), names),
-        bias_init=_boxed(nn.initializers.zeros, names[1:]))
+        kernel_init=_boxed(_symmetric_uniform(bound), names),
+        bias_init=_boxed(_symmetric_uniform(bound), names[1:]))
 
 
 def stack_time(x: jax.Array, lengths: jax.Array, factor: int) -> tuple[jax.Array, jax.Array]:
@@ -134,12 +138,13 @@ class RNNT(nn.Module):
         self.enc_post = [_lstm(cfg, cfg.enc_hidden, f"enc_post_{i}")
                          for i in range(cfg.enc_post_layers)]
         self.embed = nn.Embed(
-            cfg.vocab_size, cfg.pred_embed, param_dtype=jnp.float32, dtype=cfg.dtype,
+            cfg.vocab_size - 1, cfg.pred_embed, param_dtype=jnp.float32, dtype=cfg.dtype,
             embedding_init=_boxed(nn.initializers.normal(1.0), ("vocab", "embed")))
         self.pred = [_lstm(cfg, cfg.pred_hidden, f"pred_{i}") for i in range(cfg.pred_layers)]
-        self.enc_proj = _dense(cfg, cfg.joint_hidden, ("embed", "mlp"), "enc_proj")
-        self.pred_proj = _dense(cfg, cfg.joint_hidden, ("embed", "mlp"), "pred_proj")
-        self.out = _dense(cfg, cfg.vocab_size, ("mlp", "vocab"), "out")
+        joint_in = ("embed", "mlp")
+        self.enc_proj = _dense(cfg, cfg.enc_hidden, cfg.joint_hidden, joint_in, "enc_proj")
+        self.pred_proj = _dense(cfg, cfg.pred_hidden, cfg.joint_hidden, joint_in, "pred_proj")
+        self.out = _dense(cfg, cfg.joint_hidden, cfg.vocab_size, ("mlp", "vocab"), "out")
         self.enc_drop = nn.Dropout(cfg.enc_dropout)
         self.pred_drop = nn.Dropout(cfg.pred_dropout)
         self.joint_drop = nn.Dropout(cfg.joint_dropout)
@@ -156,11 +161,18 @@ class RNNT(nn.Module):
             x = self.enc_drop(layer(x, seq_lengths=lengths), deterministic)
         return x, lengths
 
+    def _embed(self, labels: jax.Array) -> jax.Array:
+        """Label embeddings; blank stands for the start symbol, whose input is all zeros
+        (the reference's table has no row for blank and prepends a zero vector)."""
+        cfg = self.config
+        x = self.embed(jnp.minimum(labels, cfg.vocab_size - 2))
+        return jnp.where((labels == cfg.blank)[..., None], jnp.zeros((), x.dtype), x)
+
     def predict(self, labels: jax.Array, deterministic: bool) -> jax.Array:
-        """[B, U] label ids -> [B, U+1, pred_hidden]; row u has seen blank + u labels."""
+        """[B, U] label ids -> [B, U+1, pred_hidden]; row u has seen the start + u labels."""
         cfg = self.config
         start = jnp.full((labels.shape[0], 1), cfg.blank, labels.dtype)
-        x = self.embed(jnp.concatenate([start, labels], axis=1))
+        x = self._embed(jnp.concatenate([start, labels], axis=1))
         # Causal: rows past a label length never touch earlier rows, so no seq_lengths.
         for layer in self.pred:
             x = self.pred_drop(layer(x), deterministic)
@@ -173,7 +185,7 @@ class RNNT(nn.Module):
         The same params as `predict` (each nn.RNN's `cell` is called directly, so it reads
         pred_i/cell/...), without dropout: decoding is deterministic.
         """
-        x = self.embed(labels)
+        x = self._embed(labels)
         new_state = []
         for layer, carry in zip(self.pred, state, strict=True):
             carry, x = layer.cell(carry, x)
@@ -262,7 +274,7 @@ def rnnt_params(cfg: RNNTConfig) -> int:
     encoder = _lstm_params(cfg.features, h) + (cfg.enc_pre_layers - 1) * _lstm_params(h, h)
     encoder += _lstm_params(cfg.stack * h, h) + (cfg.enc_post_layers - 1) * _lstm_params(h, h)
     p = cfg.pred_hidden
-    prediction = (cfg.vocab_size * cfg.pred_embed + _lstm_params(cfg.pred_embed, p)
+    prediction = ((cfg.vocab_size - 1) * cfg.pred_embed + _lstm_params(cfg.pred_embed, p)
                   + (cfg.pred_layers - 1) * _lstm_params(p, p))
     j = cfg.joint_hidden
     joint = (h + 1) * j + (p + 1) * j + (j + 1) * cfg.vocab_size

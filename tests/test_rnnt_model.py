@@ -39,7 +39,7 @@ def test_lstm_initialisation(tiny):
     forget = [v for k, v in flat.items() if k[-2:] == ("hf", "bias")]
     assert len(forget) == cfg.enc_pre_layers + cfg.enc_post_layers + cfg.pred_layers
     assert all(np.all(np.asarray(b) == 1.0) for b in forget)
-    # Every other LSTM weight and bias lies within 0.5 / sqrt(H) and is not all zero.
+    # Every other LSTM weight and bias lies within 1 / sqrt(H) and is not all zero.
     bound = cfg.lstm_weight_scale / math.sqrt(cfg.enc_hidden)
     enc_kernels = [v for k, v in flat.items() if k[0].startswith("enc") and "cell" in k
                    and k[-1] == "kernel"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from input_pipelines import librispeech, speech_batches, speech_tokens
+from input_pipelines import librispeech, speech_tokens
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
 from suite.workload import DataInfo
@@ -62,15 +62,16 @@ def test_reference_logs_every_closed_key_with_a_value_its_check_accepts(workload
 
 
 def test_learning_rate_warms_up_holds_then_decays_per_epoch(workload):
+    """The reference's policy, written out for 10 steps an epoch: its step s counts from 1
+    (optax's from 0), warmup 60 steps, hold 400, then 0.935 per epoch after the 46th."""
     cfg = workload.config("reference")
-    spe = 10
-    lr = workload.learning_rate(cfg, DataInfo(1, 1, "x", steps_per_epoch=spe))
-    warmup, hold = 6 * spe, 40 * spe
-    for step, want in [(0, 4e-3 / 61), (29, 4e-3 * 30 / 61), (59, 4e-3 * 60 / 61),
-                       (60, 4e-3), (459, 4e-3), (460, 4e-3), (470, 4e-3 * 0.935),
-                       (519, 4e-3 * 0.935 ** 5), (10_000, 1e-5)]:
+    lr = workload.learning_rate(cfg, DataInfo(1, 1, "x", steps_per_epoch=10))
+    for step, want in [(0, 4e-3 * 2 / 61), (28, 4e-3 * 30 / 61), (57, 4e-3 * 59 / 61),
+                       (58, 4e-3 * 60 / 61), (59, 4e-3), (458, 4e-3),
+                       (459, 4e-3),  # s = 460, the last step of epoch 46: gamma ** 0
+                       (460, 4e-3 * 0.935),  # epoch 47
+                       (519, 4e-3 * 0.935 ** 6), (10_000, 1e-5)]:
         assert float(lr(step)) == pytest.approx(want, rel=1e-5), step
-    assert warmup + hold == 460
 
 
 def test_wer_of_decoded_tokens_equals_jiwer(workload, tmp_path):
@@ -155,9 +156,10 @@ def test_buckets_bound_frames_and_labels(workload):
     cfg = workload.config("reference")
     train = workload.batch_specs(cfg, "train", 8)
     # Training pads for the slowest speed perturbation (x1.15 longer); eval does not.
+    seconds = (5, 9, 12, 14, 15.5, 16.7)
     assert [s["feats"].shape for s in train] == [
-        (8, _frames(int(np.ceil(s * 16000 * 1.15))), 240) for s in (4, 8, 12, 16.7)]
-    assert [s["labels"].shape[1] for s in train] == [32, 64, 96, 133]  # 8 tokens a second
+        (8, _frames(int(np.ceil(s * 16000 * 1.15))), 240) for s in seconds]
+    assert [s["labels"].shape[1] for s in train] == [40, 72, 96, 112, 124, 133]  # 8 a second
     evals = workload.batch_specs(cfg, "eval", 8)
     assert [s["feats"].shape[1] for s in evals] == [
         _frames(int(s * 16000)) for s in (4, 8, 12, 17, 35)]
