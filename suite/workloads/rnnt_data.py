@@ -76,7 +76,15 @@ def _corpus(dataset: str, layout: str, data_dir: str | None, train_splits: tuple
         train = tuple(librispeech.utterances_openslr(data_dir, train_splits))
         evaluation = tuple(librispeech.utterances_openslr(data_dir, eval_splits))
         what = f"{'+'.join(train_splits)} -> {'+'.join(eval_splits)}"
-    return Corpus(data_dir, train, evaluation, f"{dataset} {what} from {data_dir}")
+    return Corpus(data_dir, _with_lengths(train), _with_lengths(evaluation),
+                  f"{dataset} {what} from {data_dir}")
+
+
+def _with_lengths(utterances: tuple) -> tuple:
+    """Each utterance with its length in samples, read once (the OpenSLR listing has none
+    until a file's header is read, and every epoch's bucket plan needs them all)."""
+    return tuple(dataclasses.replace(u, num_samples=librispeech.num_samples(u))
+                 for u in utterances)
 
 
 def corpus(cfg, data_dir: str | None) -> Corpus:
