@@ -81,6 +81,7 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
     run_start_ms, unit = None, "epochs"
     hooks = recorders.for_run(workload, cfg, opts, data)
     status = "error"
+    ended = False  # once the blocks are over, run_stop (or a pause) is in the log already
     try:
         loop_class = loops.get(workload.kind)
         if not resume:
@@ -122,7 +123,7 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
                                           log, ckpt, notice, hooks, bar)
         finally:
             bar.close()  # before any line that ends the run
-        status = result.status
+        ended, status = True, result.status
         if final_state is not None:
             _save_weights(workload, cfg, opts, loop, final_state, result)
     except KeyboardInterrupt:
@@ -130,7 +131,7 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
         raise
     except BaseException as e:
         stop_ms = int(time.time() * 1e3)
-        if run_start_ms is not None:
+        if run_start_ms is not None and not ended:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             _stopping(hooks, log)
             log.end(C.RUN_STOP, time_ms=stop_ms, status=C.ABORTED, reason=reason[:300])
