@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import soundfile
 
 from common.errors import UserError
 
@@ -160,6 +159,8 @@ def utterances_manifest(path: str, data_dir: str | None = None) -> list[Utteranc
 
 def read_audio(path: str) -> np.ndarray:
     """The file's samples as float32 mono at 16 kHz in [-1, 1)."""
+    import soundfile  # here: a host without it (--data=synthetic) still imports this module
+
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as e:  # soundfile's errors are RuntimeErrors
@@ -179,6 +180,8 @@ def num_samples(utterance: Utterance) -> int:
     """The utterance's length in samples, from the manifest or else the audio file's header."""
     if utterance.num_samples is not None:
         return utterance.num_samples
+    import soundfile
+
     try:
         info = soundfile.info(utterance.audio_path)
     except (RuntimeError, OSError) as e:

@@ -7,7 +7,9 @@ floored at 1e-20 -> per-feature normalisation over the utterance -> (training: S
 -> 3 frames stacked, every 3rd kept. SpecAugment runs before stacking, so its masks count
 80-bin, 10 ms frames.
 
-The STFT, window, mel basis, resampler and silence trim are librosa's. `import librosa` takes
+The STFT, window, mel basis, resampler and silence trim are librosa's, imported where they are
+used: a host without librosa (an accelerator host running --data=synthetic) still imports the
+speech workload. `import librosa` takes
 about 0.1 s (it loads submodules lazily); its first trim and mel-basis calls compile numba code
 once per machine (cached on disk afterwards), which only the speech workload pays for.
 Every random choice draws from a numpy Generator the caller passes in.
@@ -15,7 +17,6 @@ Every random choice draws from a numpy Generator the caller passes in.
 
 import functools
 
-import librosa
 import numpy as np
 
 SAMPLE_RATE = 16_000
@@ -40,6 +41,7 @@ def mel_basis(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT,
               n_mels: int = N_MELS) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) filters: librosa's Slaney-normalised mel basis, 0 Hz to Nyquist,
     the same call the reference makes."""
+    import librosa
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     basis.setflags(write=False)  # cached and shared between callers
     return basis
@@ -48,6 +50,7 @@ def mel_basis(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT,
 @functools.lru_cache(maxsize=1)
 def hann_window() -> np.ndarray:
     """The 20 ms analysis window: symmetric Hann of 320 samples."""
+    import librosa
     window = librosa.filters.get_window("hann", WIN_LENGTH, fftbins=False).astype(np.float32)
     window.setflags(write=False)
     return window
@@ -55,6 +58,7 @@ def hann_window() -> np.ndarray:
 
 def trim_silence(audio: np.ndarray, top_db: float = TRIM_TOP_DB) -> np.ndarray:
     """Drop leading and trailing audio more than `top_db` below the utterance's loudest frame."""
+    import librosa
     trimmed, _ = librosa.effects.trim(audio, top_db=top_db)
     return trimmed
 
@@ -69,6 +73,7 @@ def speed_perturb(audio: np.ndarray, rng: np.random.Generator,
     non-integer rate ratio exactly, which scipy's resample_poly would have to round to a
     fraction first. Returns the audio and the factor drawn.
     """
+    import librosa
     factor = float(rng.uniform(*speed_range))
     resampled = librosa.resample(audio, orig_sr=sample_rate, target_sr=sample_rate * factor)
     return resampled.astype(audio.dtype, copy=False), factor
@@ -82,6 +87,7 @@ def log_mel(audio: np.ndarray, rng: np.random.Generator | None,
     centred STFT with reflected edges (torch.stft's and DALI's defaults) and a symmetric
     320-sample Hann window (the reference builds it with periodic=False) zero-padded to 512.
     """
+    import librosa
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim != 1 or x.size < N_FFT // 2 + 1:
         raise ValueError(f"expected one channel of at least {N_FFT // 2 + 1} samples, got "

@@ -149,10 +149,12 @@ def _small_cfg():
 
 
 def test_synthetic_run_needs_no_tensorflow_nor_sentencepiece(tmp_path, cache):
-    """As on the accelerator hosts, which have neither."""
+    """As on the accelerator hosts, which have neither (nor the speech workload's audio
+    libraries, which listing the workloads must not import)."""
     workdir = str(tmp_path / "run")
     proc = run_main_without(
-        ["tensorflow", "tensorflow_datasets", "sentencepiece", "num2words"],
+        ["tensorflow", "tensorflow_datasets", "sentencepiece", "num2words", "librosa",
+         "soundfile", "soxr"],
         ["--workload=bert", "--data=synthetic", f"--workdir={workdir}",
          "--config.lr_training_steps=8", "--config.eval_every_samples=128"], cache)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from common.errors import UserError
-from input_pipelines import librispeech, speech_batches, speech_tokens
+from input_pipelines import librispeech, speech_batches
 from input_pipelines.librispeech import SAMPLE_RATE
 from suite.workdir import cache_dir
 from suite.workload import DataInfo, EvalSet
@@ -95,6 +95,8 @@ def corpus(cfg, data_dir: str | None) -> Corpus:
 
 @functools.lru_cache(maxsize=4)
 def load_vocab(path: str):
+    from input_pipelines import speech_tokens  # sentencepiece: real data only
+
     return speech_tokens.load(path)
 
 
@@ -110,6 +112,8 @@ def _vocab_path(cfg, data: Corpus) -> str:
         print(f"Building a {cfg.vocab_size}-piece vocabulary from {len(texts)} training "
               f"transcripts (once; cached at {path}).", flush=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        from input_pipelines import speech_tokens
+
         speech_tokens.build(texts, cfg.vocab_size, path)
     return path
 
@@ -161,5 +165,7 @@ def eval_batches(cfg, data: DataInfo, *, local_batch_size: int, process_index: i
         listing.eval, _tokens(vocab_path, listing.eval), settings(cfg, training=False),
         local_batch=local_batch_size, process_index=process_index,
         process_count=process_count, read_ahead=cfg.read_ahead)
+    from input_pipelines import speech_tokens
+
     texts = tuple(speech_tokens.normalize(u.transcript) for u in listing.eval)
     return EvalSet(batches, Transcripts(texts, load_vocab(vocab_path)))
