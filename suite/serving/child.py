@@ -5,12 +5,15 @@ scenario's tuning (the expected latency or QPS user.conf records) and its runs (
 and compliance tests), each run's result also in its own folder.
 """
 
+import dataclasses
+import functools
 import gc
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -180,21 +183,14 @@ def run_scenario(lg, req: dict) -> dict:
         stats = harness.run(settings, run["outdir"], max_batch, wait_s, run.get("audit"))
         out = {"scenario": scenario, "mode": mode, "precision": req["precision"],
                "matmul_input_types": matmul_types, **stats}
-        if scenario == "Server" and mode == "performance" and not run.get("audit"):
-            stats, out["retries"] = _retry_server(harness, settings, run["outdir"], max_batch,
-                                                  wait_s, req["preset"])
+        rerun = RERUNS.get(scenario)
+        if rerun and mode == "performance" and not run.get("audit"):
+            stats, out["retries"] = _rerun_while_fixable(
+                harness, settings, run["outdir"], max_batch, wait_s,
+                functools.partial(rerun.fix, margins=settings_lib.margins(req["preset"])))
             out.update(stats)
             if out["retries"]:  # user.conf records the rate the results were run at
-                tuned["found"]["Server.target_qps"] = found["Server.target_qps"] = \
-                    settings.server_target_qps
-                settings_lib.write_user_conf(conf, model, req["preset"], found)
-        if scenario == "Offline" and mode == "performance" and not run.get("audit"):
-            stats, out["retries"] = _retry_offline(harness, settings, run["outdir"], max_batch,
-                                                   wait_s, req["preset"])
-            out.update(stats)
-            if out["retries"]:  # user.conf records the rate the results were run at
-                tuned["found"]["Offline.target_qps"] = found["Offline.target_qps"] = \
-                    settings.offline_expected_qps
+                tuned["found"][rerun.key] = found[rerun.key] = getattr(settings, rerun.field)
                 settings_lib.write_user_conf(conf, model, req["preset"], found)
         if mode == "performance":
             out.update(results.performance(run["outdir"], scenario))
@@ -210,67 +206,81 @@ def run_scenario(lg, req: dict) -> dict:
     return {"tune": tuned, "runs": outs}
 
 
-def _retry_server(harness, settings, outdir: str, max_batch: int, wait_s: float,
-                  preset: str) -> tuple[dict, list]:
-    """Server's performance run, repeated while LoadGen calls it INVALID for a reason a
-    submitter would fix in user.conf and run again (settings.SERVER_RETRIES times at
-    most): the latency constraint missed, at a lower target QPS; early stopping not met
-    (a few late queries among too few), with twice the queries. The tuning's runs were
-    shorter, or as long but earlier: a shared host's speed changes over tens of seconds
-    (settings says by how much). The runs that missed move to tune/, and the returned
-    list says what each was."""
+def _rerun_while_fixable(harness, settings, outdir: str, max_batch: int, wait_s: float,
+                         fix) -> tuple[dict, list]:
+    """A performance run, repeated (settings.SERVER_RETRIES times at most) while LoadGen
+    calls it INVALID for a reason a submitter would fix in user.conf and run again:
+    fix(detail, settings) changes the settings and returns what the run that missed was,
+    or None where a rerun would change nothing. Each run that missed moves to tune/, and
+    the returned list says what each was."""
     tried, stats = [], {}
     while len(tried) < settings_lib.SERVER_RETRIES:
         d = results.detail(outdir)
         if d.get("result_validity") == "VALID":
             break
-        latency_missed = not d.get("result_perf_constraints_met", True)
-        if not latency_missed and d.get("early_stopping_met", True):
-            break  # nothing a rerun would change
-        where = os.path.join(os.path.dirname(outdir), "tune", f"performance-missed-{len(tried)}")
+        record = fix(d, settings)
+        if record is None:
+            break
+        name = f"performance-{record.pop('tag')}-{len(tried)}"
+        where = os.path.join(os.path.dirname(outdir), "tune", name)
         shutil.rmtree(where, ignore_errors=True)
         shutil.move(outdir, where)
-        reason = (d.get("result_invalid_reason") if latency_missed
-                  else d.get("early_stopping_result")) or ""
-        tried.append({"kind": "latency" if latency_missed else "early stopping",
-                      "target_qps": settings.server_target_qps, "outdir": where,
-                      "queries": d.get("result_query_count", 0),
-                      "p99_ms": d.get("result_99.00_percentile_latency_ns", 0) / 1e6,
-                      "reason": " ".join(reason.split())})
-        if latency_missed:
-            settings.server_target_qps *= settings_lib.margins(preset).server_retry_step
-        else:
-            settings.min_query_count = 2 * max(settings.min_query_count,
-                                               d.get("result_query_count", 0))
+        tried.append({**record, "outdir": where})
         stats = harness.run(settings, outdir, max_batch, wait_s, None)
     return stats, tried
 
 
-def _retry_offline(harness, settings, outdir: str, max_batch: int, wait_s: float,
-                   preset: str) -> tuple[dict, list]:
-    """Offline's performance run, repeated (settings.SERVER_RETRIES times at most) while
-    LoadGen says its one query ended before the minimum duration: the SUT ran faster
-    than the expected QPS the tuning measured on a short query (6,317 samples/s measured
-    against 14,520 in the real run, on a quiet host). As a submitter would, the rerun
-    expects the preset's margin over the rate the short run achieved; the run that ended
-    early moves to tune/."""
-    tried, stats = [], {}
-    while len(tried) < settings_lib.SERVER_RETRIES:
-        d = results.detail(outdir)
-        if d.get("result_validity") == "VALID" or d.get("result_min_duration_met", True):
-            break  # valid, or invalid for a reason a higher expected QPS would not change
-        where = os.path.join(os.path.dirname(outdir), "tune", f"performance-short-{len(tried)}")
-        shutil.rmtree(where, ignore_errors=True)
-        shutil.move(outdir, where)
-        achieved = d.get("result_samples_per_second", 0.0)
-        tried.append({"kind": "min duration", "expected_qps": settings.offline_expected_qps,
-                      "achieved_qps": achieved, "outdir": where,
-                      "reason": " ".join((d.get("result_invalid_reason") or "").split())})
-        settings.offline_expected_qps = max(
-            settings.offline_expected_qps,
-            settings_lib.margins(preset).offline_margin * achieved)
-        stats = harness.run(settings, outdir, max_batch, wait_s, None)
-    return stats, tried
+def _reason(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _fix_server(d: dict, settings, margins) -> dict | None:
+    """The latency bound missed: a lower target QPS (margins.server_retry_step of it).
+    Early stopping not met (a few late queries among too few): twice the queries. The
+    tuning's runs were shorter, or as long but earlier: a shared host's speed changes over
+    tens of seconds (settings says by how much)."""
+    latency_missed = not d.get("result_perf_constraints_met", True)
+    if not latency_missed and d.get("early_stopping_met", True):
+        return None
+    record = {"tag": "missed", "kind": "latency" if latency_missed else "early stopping",
+              "target_qps": settings.server_target_qps,
+              "queries": d.get("result_query_count", 0),
+              "p99_ms": d.get("result_99.00_percentile_latency_ns", 0) / 1e6,
+              "reason": _reason(d.get("result_invalid_reason") if latency_missed
+                                else d.get("early_stopping_result"))}
+    if latency_missed:
+        settings.server_target_qps *= margins.server_retry_step
+    else:
+        settings.min_query_count = 2 * max(settings.min_query_count,
+                                           d.get("result_query_count", 0))
+    return record
+
+
+def _fix_offline(d: dict, settings, margins) -> dict | None:
+    """The one query ended before the minimum duration: the SUT ran faster than the
+    expected QPS the tuning measured on a short query (6,317 samples/s measured against
+    14,520 in the real run, on a quiet host). The rerun expects margins.offline_margin
+    over the rate the short run achieved."""
+    if d.get("result_min_duration_met", True):
+        return None  # invalid for a reason a higher expected QPS would not change
+    achieved = d.get("result_samples_per_second", 0.0)
+    record = {"tag": "short", "kind": "min duration",
+              "expected_qps": settings.offline_expected_qps, "achieved_qps": achieved,
+              "reason": _reason(d.get("result_invalid_reason"))}
+    settings.offline_expected_qps = max(settings.offline_expected_qps,
+                                        margins.offline_margin * achieved)
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerun:
+    fix: Callable  # (detail, settings, margins) -> what the missed run was, or None
+    field: str  # the LoadGen setting the fix raises or lowers
+    key: str  # its user.conf entry
+
+
+RERUNS = {"Server": Rerun(_fix_server, "server_target_qps", "Server.target_qps"),
+          "Offline": Rerun(_fix_offline, "offline_expected_qps", "Offline.target_qps")}
 
 
 def main(argv) -> None:
