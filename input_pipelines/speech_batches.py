@@ -68,14 +68,6 @@ def plan(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray], glob
         length_of=settings.length_of(tokens))
 
 
-def eval_bounds(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray],
-                global_batch: int, settings: Settings) -> tuple[int, ...]:
-    """The bucket bounds an eval pass uses, the overlong bucket included: known (and compiled)
-    before the run starts."""
-    return tuple(sorted({bound for bound, _ in plan(utterances, tokens, global_batch, settings,
-                                                     training=False)}))
-
-
 def features(utterance: Utterance, rng: np.random.Generator, settings: Settings,
              training: bool) -> np.ndarray:
     """(frames, 240) float32 model inputs of one utterance (the reference's pipeline)."""
@@ -123,7 +115,7 @@ def make_batch(shape: Shape, rows: Sequence[Utterance | None], tokens: Mapping[s
     return batch
 
 
-def _own_rows(rows: list, local_batch: int, process_index: int) -> slice:
+def _own_rows(local_batch: int, process_index: int) -> slice:
     return slice(process_index * local_batch, (process_index + 1) * local_batch)
 
 
@@ -139,7 +131,7 @@ def train_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarr
         while True:
             for b, (bound, rows) in enumerate(plan(utterances, tokens, global_batch, settings,
                                                    training=True, seed=seed * 100_003 + epoch)):
-                own = _own_rows(rows, local_batch, process_index)
+                own = _own_rows(local_batch, process_index)
                 seeds = [(seed, epoch, b, r) for r in range(global_batch)][own]
                 yield functools.partial(make_batch, settings.shape(bound, True), rows[own],
                                         tokens, seeds, settings, training=True)
@@ -158,7 +150,7 @@ def eval_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarra
     def reads():
         for b, (bound, rows) in enumerate(plan(utterances, tokens, global_batch, settings,
                                                training=False)):
-            own = _own_rows(rows, local_batch, process_index)
+            own = _own_rows(local_batch, process_index)
             seeds = [(0, b, r) for r in range(global_batch)][own]
             yield functools.partial(make_batch, settings.shape(bound, False), rows[own], tokens,
                                     seeds, settings, training=False, indices=indices)

@@ -245,9 +245,13 @@ class RNNTWorkload(Workload):
                                       process_index=process_index, process_count=process_count)
 
     def synthetic_high(self, cfg):
-        shape = rnnt_data.settings(cfg).shape(rnnt_data.train_bounds(cfg)[-1], True)
-        return {"labels": cfg.vocab_size, "feat_lens": shape.frames + 1,
-                "label_lens": shape.labels + 1}
+        frames, labels = self._largest_train_bucket(cfg)
+        return {"labels": cfg.vocab_size, "feat_lens": frames + 1, "label_lens": labels + 1}
+
+    def _largest_train_bucket(self, cfg) -> tuple[int, int]:
+        """(frames, labels) of batch_spec's shape: what throughput runs and FLOPs count."""
+        spec = self.batch_spec(cfg, "train", 1)
+        return spec["feats"].shape[1], spec["labels"].shape[1]
 
     # ----- reporting -----------------------------------------------------
     hparams = (
@@ -284,7 +288,7 @@ class RNNTWorkload(Workload):
 
     def flops_per_example(self, cfg):
         # What the step computes for one row of the largest bucket (padded lengths).
-        shape = rnnt_data.settings(cfg).shape(rnnt_data.train_bounds(cfg)[-1], True)
-        return float(rnnt_model.train_flops(self.model_config(cfg), shape.frames, shape.labels))
+        frames, labels = self._largest_train_bucket(cfg)
+        return float(rnnt_model.train_flops(self.model_config(cfg), frames, labels))
 
 

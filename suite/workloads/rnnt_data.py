@@ -38,17 +38,17 @@ def _seconds(values) -> tuple[int, ...]:
     return tuple(int(round(s * SAMPLE_RATE)) for s in values)
 
 
-def train_bounds(cfg) -> tuple[int, ...]:
+def _train_bounds(cfg) -> tuple[int, ...]:
     return _seconds(cfg.bucket_seconds)
 
 
-def eval_bounds_of(cfg) -> tuple[int, ...]:
+def _eval_bounds(cfg) -> tuple[int, ...]:
     return _seconds(cfg.eval_bucket_seconds)
 
 
 def settings(cfg, training: bool = True) -> speech_batches.Settings:
     return speech_batches.Settings(
-        bounds=train_bounds(cfg) if training else eval_bounds_of(cfg),
+        bounds=_train_bounds(cfg) if training else _eval_bounds(cfg),
         tokens_per_second=cfg.tokens_per_second, augment=cfg.augment)
 
 
