@@ -18,12 +18,13 @@ def _builtin() -> dict[str, type[Workload]]:
     # Imported here so that listing names does not need every model at import time.
     from suite.workloads.bert import BertWorkload
     from suite.workloads.dlrm import DLRMWorkload
+    from suite.workloads.minigo import MiniGoWorkload
     from suite.workloads.resnet import ResNetWorkload
     from suite.workloads.rnnt import RNNTWorkload
     from suite.workloads.transformer import TransformerWorkload
 
     return {w.name: w for w in (ResNetWorkload, TransformerWorkload, BertWorkload,
-                                  DLRMWorkload, RNNTWorkload)}
+                                  DLRMWorkload, RNNTWorkload, MiniGoWorkload)}
 
 
 def _installed() -> dict[str, metadata.EntryPoint]:
