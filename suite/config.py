@@ -92,7 +92,8 @@ def validate_options(workload, opts: RunOptions) -> None:
         raise UserError(
             f"--data_dir {opts.data_dir} does not exist; pass {workload.data_dir_help}"
         )
-    if opts.preset == "reference" and opts.data == "real" and opts.data_dir is None:
+    if (opts.preset == "reference" and opts.data == "real" and opts.data_dir is None
+            and workload.data_dir_required):
         raise UserError(
             f"the reference preset trains on the real dataset: pass --data_dir (with "
             f"{workload.data_dir_help}), or --data=synthetic for a throughput-only run"

@@ -78,6 +78,9 @@ class Workload(abc.ABC):
     runtime_fields: frozenset[str] = frozenset()
     # What --data_dir must hold, for messages that tell the user how to fix a run.
     data_dir_help: str = "the tfds data directory that holds the prepared dataset"
+    # False where the reference preset may run without --data_dir (data_info says when
+    # it may not: MiniGo needs one only for the target model it plays).
+    data_dir_required: bool = True
     # The logged hyperparameters; both mllog_hparams and --borrow_hparams read them.
     hparams: tuple[Hparam, ...] = ()
 

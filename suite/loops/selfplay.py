@@ -141,6 +141,10 @@ class SelfPlayLoop(Loop):
         return self._sharded(self._arena_games, 2, P(self.games_axes))(
             state.train, opponent_vars, keys, index)
 
+    def _init(self, key) -> SelfPlayState:
+        train_state = nn.unbox(self.workload.init(self.cfg, self.data, key))
+        return SelfPlayState(train_state, window.empty_like(self._abstract.window))
+
     def _compile(self) -> dict:
         """Every step compiled before init_stop, from shapes alone."""
         sh, repl = self._shardings, self.repl
@@ -154,12 +158,8 @@ class SelfPlayLoop(Loop):
                                                   jax.tree.map(lambda _: repl,
                                                                self.opponent.variables)))
 
-        def init(key):
-            train_state = nn.unbox(self.workload.init(self.cfg, self.data, key))
-            return SelfPlayState(train_state, window.empty_like(self._abstract.window))
-
         return {
-            "init": jax.jit(init, out_shardings=sh),
+            "init": jax.jit(self._init, out_shardings=sh),
             "play": jax.jit(self._play, in_shardings=(sh,), out_shardings=(sh, repl),
                             donate_argnums=(0,)).lower(placed).compile(),
             "train": jax.jit(self._train, in_shardings=(sh,), out_shardings=(sh, repl),

@@ -50,6 +50,7 @@ def selfplay_config(c: ml_collections.ConfigDict) -> None:
 class SelfPlayWorkload(Workload):
     kind = "selfplay"
     data_dir_help = "the directory that holds the target model"
+    data_dir_required = False
 
     # ----- what the loop calls -----------------------------------------------
     def env(self, cfg):

@@ -202,22 +202,53 @@ class MiniGoWorkload(SelfPlayWorkload):
 
         return Opponent(name, network, variables)
 
+    def data_info(self, cfg, data_dir: str | None) -> DataInfo:
+        """Checks the opponent before any workdir exists: the target model is there, has
+        the network's variables and shapes, and the pinned digest; a workdir opponent holds
+        final weights of the same model."""
+        import dataclasses
+
+        data = super().data_info(cfg, data_dir)
+        if cfg.opponent == "target":
+            from models import minigo_target
+
+            path = self._target_path(cfg, data_dir)
+            minigo_target.load_target(path, self._net_config(cfg),
+                                      sha256=cfg.target_sha256 or None)
+            digest = minigo_target.target_model_sha256(path)
+            return dataclasses.replace(data, source=f"self-play against {path}",
+                                       facts={"target_sha256": digest})
+        if cfg.opponent != "perfect":
+            import os
+
+            from suite import weights
+
+            if not os.path.isdir(cfg.opponent):
+                raise UserError(f"--config.opponent={cfg.opponent} is no directory; pass "
+                                "target (the model in --data_dir), perfect (tic-tac-toe) or "
+                                "the workdir of a finished minigo run")
+            weights.Checkpoint(cfg.opponent).check(self, self.model_fields(cfg))
+        return data
+
+    def _target_path(self, cfg, data_dir: str | None) -> str:
+        import os
+
+        if cfg.network != "dual_net":
+            raise UserError("--config.opponent=target is the reference's network; use "
+                            "--config.network=dual_net")
+        if not data_dir:
+            raise UserError("minigo's target model is missing: pass --data_dir=<directory "
+                            "holding target.index and target.data-*> (MLCommons' "
+                            "ml_perf/target), or --config.opponent=<jaxperf workdir>")
+        return os.path.join(data_dir, TARGET_FILE)
+
     def _opponent_variables(self, cfg, data: DataInfo):
         """(params, model_state) of the target model in --data_dir, or of a jaxperf run's
         final weights (--config.opponent=<workdir>)."""
         if cfg.opponent == "target":
             from models import minigo_target
 
-            if cfg.network != "dual_net":
-                raise UserError("--config.opponent=target is the reference's network; use "
-                                "--config.network=dual_net")
-            if not data.data_dir:
-                raise UserError("minigo's target model is missing: pass --data_dir=<directory "
-                                "holding target.index and target.data-*> (MLCommons' "
-                                "ml_perf/target), or --config.opponent=<jaxperf workdir>")
-            import os
-
-            path = os.path.join(data.data_dir, TARGET_FILE)
+            path = self._target_path(cfg, data.data_dir)
             variables = minigo_target.load_target(path, self._net_config(cfg),
                                                   sha256=cfg.target_sha256 or None)
             digest = minigo_target.target_model_sha256(path)
