@@ -106,3 +106,29 @@ def test_a_target_model_of_another_network_is_refused_before_the_run(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "trunk layers" in lines[0], proc.stderr
     assert not workdir.exists()
+
+
+def test_a_finished_run_is_an_opponent_and_another_model_is_refused(tiny_run):
+    """--config.opponent=<workdir>: the run's final weights play, with search, legal moves;
+    a config of another network size is refused in one line."""
+    import jax
+    import numpy as np
+
+    from tests.helpers import one_line_error
+
+    workdir, _ = tiny_run
+    workload = MiniGoWorkload()
+    cfg = workload.config("tiny")
+    cfg.opponent = workdir
+    opponent = workload.opponent(cfg, workload.data_info(cfg, None))
+    assert opponent.name == f"jaxperf run {workdir}"
+    params, _ = opponent.variables
+    assert np.asarray(params["Dense_0"]["kernel"]).std() > 0  # trained weights, not zeros
+    env = workload.env(cfg)
+    act = jax.jit(opponent.act)
+    for seed in range(3):
+        state = env.init(jax.random.key(seed))
+        move = act(opponent.variables, jax.random.key(seed), state)
+        assert bool(state.legal_action_mask[move])
+    cfg.mlp_width = 64
+    one_line_error(lambda: workload.data_info(cfg, None), "mlp_width=128", "64")

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-import pgx
+import pgx.go
+import pgx.tic_tac_toe
 from mlperf_logging.mllog import constants as C
 
 from common.errors import UserError
@@ -135,11 +136,12 @@ class MiniGoWorkload(SelfPlayWorkload):
 
     # ----- the game, the network, the opponent ----------------------------------
     def env(self, cfg):
+        # The games' modules are imported with this one, never first inside a trace: their
+        # states' default fields are arrays made at import time, which would be tracers.
         if cfg.game == "tic_tac_toe":
-            return pgx.make("tic_tac_toe")
-        from pgx.go import Go  # the size and komi are the config's, not a registered id's
-
-        return Go(size=cfg.board_size, komi=cfg.komi, max_terminal_steps=cfg.max_moves)
+            return pgx.tic_tac_toe.TicTacToe()
+        # The size and komi are the config's, not a registered id's.
+        return pgx.go.Go(size=cfg.board_size, komi=cfg.komi, max_terminal_steps=cfg.max_moves)
 
     def observe(self, cfg):
         if cfg.input_features == "pgx":
@@ -148,7 +150,7 @@ class MiniGoWorkload(SelfPlayWorkload):
 
         return go_features.mlperf07
 
-    def _net_config(self, cfg) -> minigo_model.MiniGoConfig:
+    def net_config(self, cfg) -> minigo_model.MiniGoConfig:
         planes = 13 if cfg.input_features == "mlperf07" else 17
         dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
         return minigo_model.MiniGoConfig(
@@ -163,14 +165,14 @@ class MiniGoWorkload(SelfPlayWorkload):
         obs = self.batch_spec(cfg, "train", 1)["observation"]
         if cfg.network == "mlp":
             return self._mlp(cfg).init(rng, jnp.zeros(obs.shape, jnp.float32))["params"], {}
-        variables = minigo_model.init_variables(self._net_config(cfg), rng)
+        variables = minigo_model.init_variables(self.net_config(cfg), rng)
         return variables["params"], {"batch_stats": variables["batch_stats"]}
 
     def forward(self, cfg, params, model_state, observations, train):
         if cfg.network == "mlp":
             logits, value = self._mlp(cfg).apply({"params": params}, observations)
             return logits, value, model_state
-        net = minigo_model.MiniGoNet(self._net_config(cfg))
+        net = minigo_model.MiniGoNet(self.net_config(cfg))
         variables = {"params": params, **model_state}
         if train:
             (logits, value), new = net.apply(variables, observations, train=True,
@@ -213,7 +215,7 @@ class MiniGoWorkload(SelfPlayWorkload):
             from models import minigo_target
 
             path = self._target_path(cfg, data_dir)
-            minigo_target.load_target(path, self._net_config(cfg),
+            minigo_target.load_target(path, self.net_config(cfg),
                                       sha256=cfg.target_sha256 or None)
             digest = minigo_target.target_model_sha256(path)
             return dataclasses.replace(data, source=f"self-play against {path}",
@@ -249,7 +251,7 @@ class MiniGoWorkload(SelfPlayWorkload):
             from models import minigo_target
 
             path = self._target_path(cfg, data.data_dir)
-            variables = minigo_target.load_target(path, self._net_config(cfg),
+            variables = minigo_target.load_target(path, self.net_config(cfg),
                                                   sha256=cfg.target_sha256 or None)
             digest = minigo_target.target_model_sha256(path)
             return ((variables["params"], {"batch_stats": variables["batch_stats"]}),
@@ -301,7 +303,7 @@ class MiniGoWorkload(SelfPlayWorkload):
             inputs = int(jnp.prod(jnp.asarray(obs.shape[1:])))
             return 3.0 * policy_value_mlp.forward_flops(
                 inputs, self.env(cfg).num_actions, cfg.mlp_width, cfg.mlp_depth)
-        return 3.0 * minigo_model.forward_flops(self._net_config(cfg))
+        return 3.0 * minigo_model.forward_flops(self.net_config(cfg))
 
     def mllog_hparams(self, cfg, steps_per_epoch):
         values = super().mllog_hparams(cfg, steps_per_epoch)

@@ -1,0 +1,68 @@
+"""Writes a MiniGo target model in the reference's checkpoint format (target.index and
+target.data-*, models.minigo_target) and prints its sha256: from a finished jaxperf run's
+final weights, or from a random init of the configured network. A small-scale run (9x9, a
+shallow tower) plays such a target where MLCommons' 19x19 one does not fit.
+
+    python -m tools.minigo_target --workload=minigo --preset=reference \
+        --config.board_size=9 --config.trunk_layers=2 --out=/data/minigo9 \
+        [--from_workdir=<a minigo run>] [--seed=0]
+
+Then: python -m suite.main --workload=minigo --preset=reference --data_dir=/data/minigo9 ...
+with the same --config.* (and --config.target_sha256=<printed digest> to pin it).
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from common.errors import UserError
+from suite import cli
+
+_OUT = flags.DEFINE_string("out", None, "Directory to write target.index/target.data-* into.")
+_FROM = flags.DEFINE_string("from_workdir", None, "A finished minigo run whose final weights "
+                            "become the target (default: a random init).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random init.")
+
+
+def write(workload, cfg, out: str, from_workdir: str | None, seed: int) -> str:
+    """The digest of the target written to out/target."""
+    import jax
+
+    from models import minigo_target
+    from suite import weights
+
+    if workload.name != "minigo" or cfg.network != "dual_net":
+        raise UserError("a target model is MiniGo's dual network: pass --workload=minigo "
+                        "--preset=reference (or --config.network=dual_net)")
+    if from_workdir:
+        checkpoint = weights.Checkpoint(from_workdir)
+        checkpoint.check(workload, workload.model_fields(cfg))
+        params, model_state = jax.eval_shape(
+            lambda k: workload.init_variables(cfg, k), jax.random.key(0))
+        restored = checkpoint.restore({"params": params, "model_state": model_state})
+        params, model_state = restored["params"], restored["model_state"]
+    else:
+        params, model_state = workload.init_variables(cfg, jax.random.key(seed))
+    os.makedirs(out, exist_ok=True)
+    variables = jax.device_get({"params": params, **model_state})
+    return minigo_target.save_target(variables, workload.net_config(cfg),
+                                     os.path.join(out, "target"))
+
+
+def main(argv) -> int:
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
+    if not _OUT.value:
+        cli.fail("--out is required: the directory to write the target model into")
+    try:
+        digest = write(cli.workload(), cli.config(), _OUT.value, _FROM.value, _SEED.value)
+    except UserError as e:
+        cli.fail(str(e))
+    print(f"target model written to {os.path.join(_OUT.value, 'target')}: sha256 {digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parser())
