@@ -7,6 +7,7 @@ import mlperf_logging
 import pytest
 import yaml
 
+from models import minigo
 from suite import compliance
 from suite.workloads.minigo import MiniGoWorkload
 from tests.helpers import metadata, run_main, successful_run, values
@@ -132,3 +133,38 @@ def test_a_finished_run_is_an_opponent_and_another_model_is_refused(tiny_run):
         assert bool(state.legal_action_mask[move])
     cfg.mlp_width = 64
     one_line_error(lambda: workload.data_info(cfg, None), "mlp_width=128", "64")
+
+
+def test_the_reference_path_plays_go_against_a_pinned_target(tmp_path):
+    """9x9 Go with a small tower: the target file loads (digest pinned), and the target
+    plays legal moves by searching on the reference's mlperf07 planes."""
+    import jax
+    import numpy as np
+
+    from models import minigo_target
+    from tests.helpers import one_line_error
+
+    workload = MiniGoWorkload()
+    cfg = workload.config("reference")
+    cfg.board_size, cfg.max_moves, cfg.conv_width, cfg.trunk_layers = 9, 162, 8, 1
+    cfg.fc_width, cfg.eval_simulations = 8, 4
+    cfg.compute_dtype = "float32"
+    net = workload.net_config(cfg)
+    assert net.input_planes == 13
+    variables = jax.device_get(minigo.init_variables(net, jax.random.key(1)))
+    digest = minigo_target.save_target(variables, net, str(tmp_path / "target"))
+    cfg.target_sha256 = digest
+    data = workload.data_info(cfg, str(tmp_path))
+    assert data.facts["target_sha256"] == digest
+    opponent = workload.opponent(cfg, data)
+    params, model_state = opponent.variables
+    np.testing.assert_array_equal(params["Conv_0"]["kernel"],
+                                  variables["params"]["Conv_0"]["kernel"])
+    env = workload.env(cfg)
+    state = env.init(jax.random.key(0))
+    for move in (40, 30, 41):
+        state = env.step(state, move)
+    move = jax.jit(opponent.act)(opponent.variables, jax.random.key(2), state)
+    assert bool(state.legal_action_mask[move])
+    cfg.target_sha256 = "0" * 64
+    one_line_error(lambda: workload.data_info(cfg, str(tmp_path)), "sha256", digest)
