@@ -47,6 +47,16 @@ def selfplay_config(c: ml_collections.ConfigDict) -> None:
     c.max_moves = 0  # a game is over by then (the environment ends it)
 
 
+class Generations(schedule_lib.EpochBlocks):
+    """Epoch blocks whose epochs are generations, and are called so where people read."""
+
+    def position(self, value, last=None) -> str:
+        return f"generation {value:g}" + (f"/{last:g}" if last is not None else "")
+
+    def budget(self) -> str:
+        return f"{self.blocks[-1].eval_epoch:g} generations"
+
+
 class SelfPlayWorkload(Workload):
     kind = "selfplay"
     data_dir_help = "the directory that holds the target model"
@@ -103,7 +113,7 @@ class SelfPlayWorkload(Workload):
     def schedule(self, cfg, data: DataInfo) -> schedule_lib.Schedule:
         """A generation is an epoch: train_steps_per_generation steps; evals every
         epochs_per_block generations (the first after eval_offset_epochs)."""
-        return schedule_lib.EpochBlocks(
+        return Generations(
             cfg.train_steps_per_generation, max_epochs=cfg.max_epochs,
             epochs_per_block=cfg.epochs_per_block, offset_epochs=cfg.eval_offset_epochs)
 
