@@ -5,6 +5,8 @@ and what a uniformly random player scores. They place the target (0.5: no game l
     python -m tools.minigo_baselines [--seeds=10]
 """
 
+import functools
+
 import numpy as np
 from absl import app, flags, logging
 
@@ -21,22 +23,9 @@ def random_player_score(workload, cfg, games: int, seed: int = 0) -> float:
     env = workload.env(cfg)
     opponent = workload.opponent(cfg, workload.data_info(cfg, None))
 
-    def game(key, index):
-        init_key, play_key = jax.random.split(key)
-        state = env.init(init_key)
-        agent = jnp.where(index % 2 == 0, state.current_player, 1 - state.current_player)
-
-        def move(carry, t):
-            state, total = carry
-            mine, theirs = jax.random.split(jax.random.fold_in(play_key, t))
-            action = jnp.where(state.current_player == agent, play.random_legal(mine, state),
-                               opponent.act(opponent.variables, theirs, state))
-            state = env.step(state, action)
-            return (state, total + state.rewards), None
-
-        (_, total), _ = jax.lax.scan(move, (state, jnp.zeros(2)), jnp.arange(cfg.max_moves))
-        return (total[agent] + 1) / 2
-
+    opponent_act = functools.partial(opponent.act, opponent.variables)
+    game = functools.partial(play.arena_game, env, play.random_legal, opponent_act,
+                             max_moves=cfg.max_moves)
     keys = jax.random.split(jax.random.key(seed), games)
     return float(np.mean(jax.jit(jax.vmap(game))(keys, jnp.arange(games))))
 

@@ -77,10 +77,10 @@ class SelfPlayLoop(Loop):
 
     def _arena_games(self, train_state, opponent_vars, keys, index) -> jax.Array:
         cfg, w = self.cfg, self.workload
+        agent = play.searching(self.env, w.observe(cfg), self._evaluate(train_state),
+                               w.search(cfg, evaluation=True))
         act = functools.partial(self.opponent.act, opponent_vars)
-        one = functools.partial(play.arena_game, self.env, w.observe(cfg),
-                                self._evaluate(train_state), w.search(cfg, evaluation=True),
-                                act, max_moves=cfg.max_moves)
+        one = functools.partial(play.arena_game, self.env, agent, act, max_moves=cfg.max_moves)
         return jax.vmap(one)(keys, index)
 
     def _sharded(self, fn, n_in_games: int, out_specs):

@@ -68,23 +68,29 @@ def selfplay_game(env, observe: search_lib.Observe, evaluate: search_lib.Evaluat
     return Game(Examples(obs, policy, value, valid), jnp.sum(live).astype(jnp.int32), total)
 
 
-def arena_game(env, observe: search_lib.Observe, evaluate: search_lib.Evaluate,
-               search: search_lib.SearchConfig, opponent: Act, key: jax.Array,
-               index: jax.Array, *, max_moves: int) -> jax.Array:
+def arena_game(env, agent: Act, opponent: Act, key: jax.Array, index: jax.Array, *,
+               max_moves: int) -> jax.Array:
     """The agent's score in one game against opponent: 1 win, 0.5 draw, 0 loss. The agent
     moves first in even-numbered games and second in odd ones (colours alternate)."""
     init_key, play_key = jax.random.split(key)
     state = env.init(init_key)
-    agent = jnp.where(index % 2 == 0, state.current_player, 1 - state.current_player)
+    me = jnp.where(index % 2 == 0, state.current_player, 1 - state.current_player)
 
     def move(carry, t):
         state, total = carry
         agent_key, opponent_key = jax.random.split(jax.random.fold_in(play_key, t))
-        mine, _ = search_lib.search_one(env, observe, evaluate, search, agent_key, state)
-        theirs = opponent(opponent_key, state)
-        state = env.step(state, jnp.where(state.current_player == agent, mine, theirs))
+        action = jnp.where(state.current_player == me, agent(agent_key, state),
+                           opponent(opponent_key, state))
+        state = env.step(state, action)
         return (state, total + state.rewards), None
 
     (state, total), _ = jax.lax.scan(move, (state, jnp.zeros(2, jnp.float32)),
                                      jnp.arange(max_moves))
-    return (total[agent] + 1.0) / 2.0
+    return (total[me] + 1.0) / 2.0
+
+
+def searching(env, observe: search_lib.Observe, evaluate: search_lib.Evaluate,
+              search: search_lib.SearchConfig) -> Act:
+    """A player that moves by the search's choice."""
+    return lambda key, state: search_lib.search_one(env, observe, evaluate, search, key,
+                                                    state)[0]
