@@ -87,6 +87,6 @@ def test_finished_workdir_is_not_reused(tmp_path, cache):
 def test_help_lists_the_workloads_and_flags(cache):
     proc = run_main(["--help"], cache)
     listed = " ".join(proc.stdout.split())
-    assert "Registered: bert, dlrm_dcnv2, resnet, rnnt, transformer" in listed
+    assert "Registered: bert, dlrm_dcnv2, minigo, resnet, rnnt, transformer" in listed
     for flag in ("--preset", "--data_dir", "--data:", "--workdir", "--division", "--seed"):
         assert flag in proc.stdout, flag

@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-import pgx.go
-import pgx.tic_tac_toe
 from mlperf_logging.mllog import constants as C
 
 from common.errors import UserError
@@ -138,8 +136,14 @@ class MiniGoWorkload(SelfPlayWorkload):
 
     # ----- the game, the network, the opponent ----------------------------------
     def env(self, cfg):
-        # The games' modules are imported with this one, never first inside a trace: their
-        # states' default fields are arrays made at import time, which would be tracers.
+        # Imported here, not with this module: their states' default fields are arrays made
+        # at import, which would start JAX's backend before jax.distributed.initialize (the
+        # registry imports every workload), and, imported first inside a trace (an
+        # eval_shape of init), would be tracers that leak; hence compile-time evaluation.
+        with jax.ensure_compile_time_eval():
+            import pgx.go
+            import pgx.tic_tac_toe
+
         if cfg.game == "tic_tac_toe":
             return pgx.tic_tac_toe.TicTacToe()
         # The size and komi are the config's, not a registered id's.
