@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from suite.selfplay import symmetry
+
 # observations [B, ...] -> (logits [B, A], value [B]); both for the player to move
 Evaluate = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 # one unbatched pgx state -> the network's input for the player to move
@@ -30,6 +32,9 @@ class SearchConfig(NamedTuple):
     simulations: int
     considered: int  # max_num_considered_actions of the Gumbel root
     gumbel_scale: float  # 1.0 in self-play (exploration); 0.0 plays the search's best move
+    # N: evaluate every position on one of the 8 symmetries of the N x N board, drawn from
+    # the search's keys (suite.selfplay.symmetry); 0: as it stands.
+    symmetric_board: int = 0
 
 
 def masked_logits(logits: jax.Array, legal: jax.Array) -> jax.Array:
@@ -43,17 +48,28 @@ def search_one(env, observe: Observe, evaluate: Evaluate, search: SearchConfig,
     """(action, improved policy [A]) for one unbatched pgx state."""
     root_state = jax.tree.map(lambda x: x[None], state)
 
-    def judge(s):
-        logits, value = evaluate(jax.vmap(observe)(s))
+    n = search.symmetric_board
+
+    def judge(s, k):
+        obs = jax.vmap(observe)(s)
+        if n:
+            turns = jax.random.randint(k, (obs.shape[0],), 0, symmetry.COUNT)
+            obs = jax.vmap(symmetry.turn)(obs, turns)
+        logits, value = evaluate(obs)
+        if n:
+            logits = jax.vmap(lambda p, t: symmetry.turn_back(p, t, n))(logits, turns)
         return masked_logits(logits, s.legal_action_mask), value
 
-    logits, value = judge(root_state)
+    root_key = None
+    if n:  # split only here: without symmetries the search's keys stay as they were
+        root_key, key = jax.random.split(key)
+    logits, value = judge(root_state, root_key)
     root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=root_state)
 
-    def recurrent(_, __, action, s):
+    def recurrent(_, rng, action, s):
         mover = s.current_player
         s = jax.vmap(env.step)(s, action)
-        logits, value = judge(s)
+        logits, value = judge(s, rng)
         done = s.terminated | s.truncated
         # The reward is the mover's; the next node's value is the opponent's, hence -1.
         reward = jnp.take_along_axis(s.rewards, mover[:, None], axis=1)[:, 0]

@@ -45,6 +45,9 @@ def selfplay_config(c: ml_collections.ConfigDict) -> None:
     c.eval_simulations = 0  # the agent's search in evaluation (no Gumbel noise)
     c.eval_seed = 0  # the same eval games for every generation and every run seed
     c.max_moves = 0  # a game is over by then (the environment ends it)
+    # Evaluate positions on random board symmetries (square boards): what makes eval games
+    # between two noise-free searching networks differ.
+    c.random_symmetry = False
 
 
 class Generations(schedule_lib.EpochBlocks):
@@ -82,9 +85,11 @@ class SelfPlayWorkload(Workload):
         raise NotImplementedError
 
     def search(self, cfg, evaluation: bool) -> search_lib.SearchConfig:
+        board = cfg.board_size if cfg.random_symmetry else 0
         if evaluation:
-            return search_lib.SearchConfig(cfg.eval_simulations, cfg.considered_actions, 0.0)
-        return search_lib.SearchConfig(cfg.simulations, cfg.considered_actions, 1.0)
+            return search_lib.SearchConfig(cfg.eval_simulations, cfg.considered_actions, 0.0,
+                                           board)
+        return search_lib.SearchConfig(cfg.simulations, cfg.considered_actions, 1.0, board)
 
     # ----- shared parts of the contract ----------------------------------------
     def validate(self, cfg, mesh_sizes) -> None:

@@ -60,6 +60,7 @@ class MiniGoWorkload(SelfPlayWorkload):
         c.game = "go"
         c.board_size = 19
         c.komi = 7.5
+        c.random_symmetry = True  # the reference's players' random_symmetry
         c.max_moves = 722  # pgx's own cap, 2 x 361: a game is scored there at the latest
         c.network = "dual_net"
         c.input_features = "mlperf07"
@@ -91,6 +92,8 @@ class MiniGoWorkload(SelfPlayWorkload):
     def tiny_preset(self, c: ml_collections.ConfigDict) -> None:
         c.game = "tic_tac_toe"
         c.max_moves = 9
+        # The perfect player's random choice among optimal moves varies the eval games.
+        c.random_symmetry = False
         c.network = "mlp"
         c.input_features = "pgx"
         c.mlp_width, c.mlp_depth = 128, 2  # 20,234 parameters
