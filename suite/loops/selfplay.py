@@ -52,7 +52,6 @@ class SelfPlayLoop(Loop):
         slots = jax.eval_shape(functools.partial(window.empty, cfg.window_generations),
                                one_gen.examples)
         self.repl = mesh_lib.replicated(mesh)
-        self.games = NamedSharding(mesh, P(self.games_axes))
         spread = NamedSharding(mesh, P(None, self.games_axes))
         self._shardings = SelfPlayState(train_sh, jax.tree.map(lambda _: spread, slots))
         self._abstract = SelfPlayState(nn.unbox(boxed), slots)
@@ -105,8 +104,7 @@ class SelfPlayLoop(Loop):
         game = self._sharded(self._play_games, 1, P(self.games_axes))(state.train, keys)
         generation = state.train.step // cfg.train_steps_per_generation
         slots = window.insert(state.window, game.examples, generation)
-        stats = {"moves": jnp.sum(game.moves), "positions": jnp.sum(game.examples.valid),
-                 "first_player_wins": jnp.mean(game.outcome[:, 0] > 0)}
+        stats = {"moves": jnp.sum(game.moves), "positions": jnp.sum(game.examples.valid)}
         return state.replace(window=slots), stats
 
     def _train(self, state: SelfPlayState):

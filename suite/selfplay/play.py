@@ -32,7 +32,6 @@ class Examples(NamedTuple):
 class Game(NamedTuple):
     examples: Examples
     moves: jax.Array  # moves played before the game ended
-    outcome: jax.Array  # [2] final reward of each player id
 
 
 def _finished(state) -> jax.Array:
@@ -65,7 +64,7 @@ def selfplay_game(env, observe: search_lib.Observe, evaluate: search_lib.Evaluat
     (_, total), (obs, policy, mover, valid, live) = jax.lax.scan(
         move, (state, jnp.zeros(2, jnp.float32)), jnp.arange(max_moves))
     value = total[mover]
-    return Game(Examples(obs, policy, value, valid), jnp.sum(live).astype(jnp.int32), total)
+    return Game(Examples(obs, policy, value, valid), jnp.sum(live).astype(jnp.int32))
 
 
 def arena_game(env, agent: Act, opponent: Act, key: jax.Array, index: jax.Array, *,
