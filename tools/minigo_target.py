@@ -29,18 +29,12 @@ def write(workload, cfg, out: str, from_workdir: str | None, seed: int) -> str:
     import jax
 
     from models import minigo_target
-    from suite import weights
 
     if workload.name != "minigo" or cfg.network != "dual_net":
         raise UserError("a target model is MiniGo's dual network: pass --workload=minigo "
                         "--preset=reference (or --config.network=dual_net)")
     if from_workdir:
-        checkpoint = weights.Checkpoint(from_workdir)
-        checkpoint.check(workload, workload.model_fields(cfg))
-        params, model_state = jax.eval_shape(
-            lambda k: workload.init_variables(cfg, k), jax.random.key(0))
-        restored = checkpoint.restore({"params": params, "model_state": model_state})
-        params, model_state = restored["params"], restored["model_state"]
+        params, model_state = workload.run_weights(cfg, from_workdir)
     else:
         params, model_state = workload.init_variables(cfg, jax.random.key(seed))
     os.makedirs(out, exist_ok=True)

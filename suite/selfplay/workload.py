@@ -84,6 +84,13 @@ class SelfPlayWorkload(Workload):
         """The fixed target the eval plays; loaded before run_start."""
         raise NotImplementedError
 
+    def evaluator(self, cfg, params, model_state) -> search_lib.Evaluate:
+        """The network as the search sees it, in eval mode: observations -> (logits, value)."""
+        def evaluate(observations):
+            logits, value, _ = self.forward(cfg, params, model_state, observations, train=False)
+            return logits, value
+        return evaluate
+
     def search(self, cfg, evaluation: bool) -> search_lib.SearchConfig:
         board = cfg.board_size if cfg.random_symmetry else 0
         if evaluation:

@@ -17,6 +17,7 @@ back-dated run_stop), stopping at the first generation that reaches the target.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from common.errors import UserError
 from models import minigo as minigo_model
 from models import policy_value_mlp
 from suite.hparams import Hparam
+from suite.selfplay import play
 from suite.selfplay import search as search_lib
 from suite.selfplay.workload import Opponent, SelfPlayWorkload, selfplay_config
 from suite.target import Target
@@ -204,12 +206,8 @@ class MiniGoWorkload(SelfPlayWorkload):
         env, observe = self.env(cfg), self.observe(cfg)
 
         def network(variables, key, state):
-            params, model_state = variables
-
-            def evaluate(obs):
-                logits, value, _ = self.forward(cfg, params, model_state, obs, train=False)
-                return logits, value
-            return search_lib.search_one(env, observe, evaluate, search, key, state)[0]
+            player = play.searching(env, observe, self.evaluator(cfg, *variables), search)
+            return player(key, state)
 
         return Opponent(name, network, variables)
 
@@ -224,9 +222,8 @@ class MiniGoWorkload(SelfPlayWorkload):
             from models import minigo_target
 
             path = self._target_path(cfg, data_dir)
-            minigo_target.load_target(path, self.net_config(cfg),
-                                      sha256=cfg.target_sha256 or None)
-            digest = minigo_target.target_model_sha256(path)
+            minigo_target.load_target(path, self.net_config(cfg))  # variables and shapes
+            digest = minigo_target.check_target_sha256(path, cfg.target_sha256 or None)
             return dataclasses.replace(data, source=f"self-play against {path}",
                                        facts={"target_sha256": digest})
         if cfg.opponent != "perfect":
@@ -259,21 +256,26 @@ class MiniGoWorkload(SelfPlayWorkload):
         if cfg.opponent == "target":
             from models import minigo_target
 
+            # The very file data_info checked, digest included.
+            digest = data.facts["target_sha256"]
             path = self._target_path(cfg, data.data_dir)
-            variables = minigo_target.load_target(path, self.net_config(cfg),
-                                                  sha256=cfg.target_sha256 or None)
-            digest = minigo_target.target_model_sha256(path)
+            variables = minigo_target.load_target(path, self.net_config(cfg), sha256=digest)
             return ((variables["params"], {"batch_stats": variables["batch_stats"]}),
                     f"target model sha256:{digest[:12]}")
+        return self.run_weights(cfg, cfg.opponent), f"jaxperf run {cfg.opponent}"
+
+    def run_weights(self, cfg, workdir: str):
+        """(params, model_state) of a finished minigo run's final weights, refused in one
+        line unless the run trained this config's model."""
         from suite import weights
 
-        checkpoint = weights.Checkpoint(cfg.opponent)
+        checkpoint = weights.Checkpoint(workdir)
         checkpoint.check(self, self.model_fields(cfg))
         abstract_params, abstract_state = jax.eval_shape(
             functools.partial(self.init_variables, cfg), jax.random.key(0))
         restored = checkpoint.restore({"params": abstract_params,
                                        "model_state": abstract_state})
-        return (restored["params"], restored["model_state"]), f"jaxperf run {cfg.opponent}"
+        return restored["params"], restored["model_state"]
 
     def model_fields(self, cfg) -> dict:
         return {f: cfg[f] for f in ("game", "board_size", "network", "input_features",
@@ -309,7 +311,7 @@ class MiniGoWorkload(SelfPlayWorkload):
         """Training FLOPs of one position: forward and backward, 3x the forward pass."""
         if cfg.network == "mlp":
             obs = self.batch_spec(cfg, "train", 1)["observation"]
-            inputs = int(jnp.prod(jnp.asarray(obs.shape[1:])))
+            inputs = math.prod(obs.shape[1:])
             return 3.0 * policy_value_mlp.forward_flops(
                 inputs, self.env(cfg).num_actions, cfg.mlp_width, cfg.mlp_depth)
         return 3.0 * minigo_model.forward_flops(self.net_config(cfg))
