@@ -49,6 +49,12 @@ class Schedule(abc.ABC):
     def _blocks(self) -> list[Block]:
         """Every block of the budget, in order, each followed by an eval."""
 
+    def remaining(self, step: int) -> list[tuple[Block, int]]:
+        """(block, its first step still to train) of every block not done at `step`. A run
+        preempted inside a block resumes there: its block_start (and the epoch_start of a
+        partly trained epoch) is in the log already."""
+        return [(b, max(b.start_step, step)) for b in self.blocks if b.end_step > step]
+
     @property
     def logs_epochs(self) -> bool:
         """Whether the log carries epoch_start/epoch_stop (not where it counts samples)."""

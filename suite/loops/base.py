@@ -66,9 +66,11 @@ class Loop(abc.ABC):
     def init_state(self, seed: int) -> Any:
         """A fresh state (with the workload's initial params, if any) on the devices."""
 
-    @abc.abstractmethod
     def resume_point(self, progress: dict) -> tuple[Any, dict]:
-        """(value, metadata) of the jaxperf_resume event for a run resumed at progress."""
+        """(value, metadata) of the jaxperf_resume event for a run resumed at progress:
+        the epoch it resumes in, and the step."""
+        step = progress["step"]
+        return step // self.schedule.steps_per_epoch + 1, {"step": step}
 
     @abc.abstractmethod
     def prepare(self, progress: dict) -> Any:

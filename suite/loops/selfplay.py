@@ -59,13 +59,8 @@ class SelfPlayLoop(Loop):
 
     # ----- the pure pieces, per device ------------------------------------------
     def _evaluate(self, train_state):
-        params, model_state = training.eval_params(train_state), train_state.model_state
-
-        def evaluate(obs):
-            logits, value, _ = self.workload.forward(self.cfg, params, model_state, obs,
-                                                     train=False)
-            return logits, value
-        return evaluate
+        return self.workload.evaluator(self.cfg, training.eval_params(train_state),
+                                       train_state.model_state)
 
     def _play_games(self, train_state, keys) -> play.Game:
         cfg, w = self.cfg, self.workload
@@ -182,10 +177,6 @@ class SelfPlayLoop(Loop):
         return {"params": training.eval_params(state.train),
                 "model_state": state.train.model_state}
 
-    def resume_point(self, progress):
-        step = progress["step"]
-        return step // self.schedule.steps_per_epoch + 1, {"step": step}
-
     def prepare(self, progress):
         return None  # self-play makes the data
 
@@ -193,10 +184,7 @@ class SelfPlayLoop(Loop):
         cfg, schedule = self.cfg, self.schedule
         per_gen, start_step = schedule.steps_per_epoch, progress["step"]
         last = schedule.blocks[-1]
-        for block in schedule.blocks:
-            if block.end_step <= start_step:
-                continue
-            first = max(block.start_step, start_step)
+        for block, first in schedule.remaining(start_step):
             t0 = time.perf_counter()
             timing = {"play_s": 0.0, "train_s": 0.0, "positions": 0, "moves": 0}
             losses = []

@@ -50,10 +50,6 @@ class SupervisedLoop(Loop):
         # The weights eval scored: the EMA where the run keeps one.
         return {"params": training.eval_params(state), "model_state": state.model_state}
 
-    def resume_point(self, progress):
-        step = progress["step"]
-        return step // self.schedule.steps_per_epoch + 1, {"step": step}
-
     def prepare(self, progress):
         """The training input pipeline, built but not yet read from.
 
@@ -82,12 +78,7 @@ class SupervisedLoop(Loop):
         key = jax.jit(lambda: jax.random.fold_in(jax.random.key(self.opts.seed), start_step),
                       out_shardings=mesh_lib.replicated(fns.mesh))()
         last = schedule.blocks[-1]
-        for block in schedule.blocks:
-            if block.end_step <= start_step:
-                continue
-            # A run preempted inside a block resumes there: its block_start (and the
-            # epoch_start of a partly trained epoch) is in the log already.
-            first = max(block.start_step, start_step)
+        for block, first in schedule.remaining(start_step):
             t0 = time.perf_counter()
             step_metrics = []
             for step in range(first, block.end_step):
