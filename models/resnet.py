@@ -20,6 +20,18 @@ DENSE_AXES = ("embed", "classes")
 BN_EPSILON = 1e-5
 
 
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def normalize(pixels: jax.Array, mean_rgb: Sequence[float] = MEAN_RGB,
+              std_rgb: Sequence[float] = STD_RGB) -> jax.Array:
+    """Pixels (any dtype, 0-255) -> float32 per-channel standard scores."""
+    mean = jnp.asarray(mean_rgb, jnp.float32)
+    std = jnp.asarray(std_rgb, jnp.float32)
+    return (pixels.astype(jnp.float32) - mean) / std
+
+
 def _conv(dtype: Any, param_dtype: Any, folded: bool = False):
     init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
     return functools.partial(
@@ -93,6 +105,10 @@ class ResNet(nn.Module):
 
     stage_sizes: Sequence[int]
     num_classes: int = 1000
+    # Inputs are pixels, 0-255 (uint8 from the input pipeline); the model normalises them
+    # in float32 with ImageNet's channel statistics before its first conv.
+    mean_rgb: Sequence[float] = MEAN_RGB
+    std_rgb: Sequence[float] = STD_RGB
     num_filters: int = 64
     small_inputs: bool = False
     dtype: Any = jnp.float32
@@ -105,7 +121,7 @@ class ResNet(nn.Module):
             raise ValueError("a folded ResNet is for inference only: call it with train=False")
         conv = _conv(self.dtype, self.param_dtype, self.folded)
         norm = _norm(self.dtype, self.param_dtype, train, self.folded)
-        x = x.astype(self.dtype)
+        x = normalize(x, self.mean_rgb, self.std_rgb).astype(self.dtype)
         if self.small_inputs:
             x = conv(self.num_filters, (3, 3), name="conv_init")(x)
             x = nn.relu(norm(name="bn_init")(x))

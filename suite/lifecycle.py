@@ -116,6 +116,8 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
             log.start(C.RUN_START, time_ms=run_start_ms)
             for hook in hooks:
                 hook.started(run_start_ms, resumed=False)
+        if (line := loop.describe_input()) is not None:
+            say(line)
         bar = console.BlockBar(loop.schedule, cfg.global_batch_size,
                                enabled=console.live(opts))
         try:
@@ -227,7 +229,7 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notic
         say(f"block {progress['blocks']}/{total} "
              f"{schedule.position(position, last.eval_epoch)} | "
              f"loss {report.losses.mean():.4f} | {report.stats.samples_per_s:,.1f} samples/s | "
-             f"step {report.stats.step_ms:.1f} ms | "
+             f"step {report.stats.step_ms:.1f} ms | {_host(report.stats)}"
              f"MFU {'n/a' if util is None else f'{util:.1%}'} | "
              f"{target.metric} {metrics[target.metric]:.4f} (target {target.describe()}) | "
              f"ETA <= {perf.format_eta(report.eta_s)}")
@@ -250,6 +252,11 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notic
     if opts.data == "synthetic":
         return stop(C.ABORTED, SYNTHETIC_DONE), None
     return stop(C.ABORTED, f"{target.describe()} not reached within {schedule.budget()}"), state
+
+
+def _host(stats: perf.BlockStats) -> str:
+    share = stats.host_overhead
+    return "" if share is None else f"host overhead {share:.1%} | "
 
 
 def _preempted(p: Preempted, progress, position, metrics, log, ckpt,

@@ -35,6 +35,16 @@ class BlockStats:
     samples: int
     steps: int
     seconds: float
+    # Host time spent reading and placing input (suite.staging); None where a loop reads
+    # no batches (self-play makes its own data on the devices).
+    input_s: float | None = None
+
+    @property
+    def host_overhead(self) -> float | None:
+        """The share of the block the host spent waiting for input."""
+        if self.input_s is None or self.seconds <= 0:
+            return None
+        return self.input_s / self.seconds
 
     @property
     def samples_per_s(self) -> float:

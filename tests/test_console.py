@@ -33,7 +33,7 @@ STEPS_PER_EPOCH = 12  # the tiny ResNet: 1,500 examples at batch 128
 NOISE = ("oneDNN custom operations", "absl::InitializeLog", "has no dataset_info.json",
          "Downloading and preparing dataset", "Subsequent calls will reuse this data")
 PROGRESS = re.compile(r"^block (\d+)/\d+ epoch \S+ \| loss ([\d.]+) \| ([\d,.]+) samples/s \| "
-                      r"step ([\d.]+) ms \| MFU (\S+) \|")
+                      r"step ([\d.]+) ms \| host overhead ([\d.]+)% \| MFU (\S+) \|")
 BAR = re.compile(r"block 2/14: +\d+%\|.*\| +\d+/12 steps \[")
 
 
@@ -74,12 +74,14 @@ def _shown(terminal: str) -> list[str]:
     return [line.rsplit("\r", 1)[-1] for line in terminal.replace("\r\n", "\n").split("\n")]
 
 
-def _progress(lines: list[str]) -> dict[int, tuple[float, float, float, str]]:
-    """block -> (loss, samples/s, step ms, MFU) as its progress line prints them."""
+def _progress(lines: list[str]) -> dict[int, tuple[float, float, float, float, str]]:
+    """block -> (loss, samples/s, step ms, host overhead %, MFU) as its progress line
+    prints them."""
     found = {}
     for line in lines:
         if m := PROGRESS.match(line):
-            found[int(m[1])] = (float(m[2]), float(m[3].replace(",", "")), float(m[4]), m[5])
+            found[int(m[1])] = (float(m[2]), float(m[3].replace(",", "")), float(m[4]),
+                                float(m[5]), m[6])
     return found
 
 
@@ -154,12 +156,13 @@ def test_tensorboard_holds_what_the_log_and_the_progress_lines_say(two_part_run)
     assert sorted(losses) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
     printed = {**_progress(first.stdout.splitlines()), **_progress(_shown(terminal))}
     assert sorted(printed) == [1, 2]
-    for block, (loss, samples_per_s, step_ms, mfu) in printed.items():
+    for block, (loss, samples_per_s, step_ms, host, mfu) in printed.items():
         end = block * STEPS_PER_EPOCH
         steps = range(end - STEPS_PER_EPOCH + 1, end + 1)
         assert np.mean([losses[s] for s in steps]) == pytest.approx(loss, abs=6e-5)
         assert scalars["perf/samples_per_s"][end] == pytest.approx(samples_per_s, abs=0.06)
         assert scalars["perf/step_ms"][end] == pytest.approx(step_ms, abs=0.06)
+        assert 100 * scalars["perf/host_overhead"][end] == pytest.approx(host, abs=0.06)
         assert mfu == "n/a"  # a CPU's peak is unknown: no MFU scalar
     assert "perf/mfu" not in scalars
     # Each eval at its block's last step, as the MLPerf log holds it.

@@ -22,7 +22,7 @@ def _losses(mesh, steps=4, batch_size=32):
     losses = []
     for _ in range(steps):
         local = {
-            "image": rng.standard_normal((batch_size, 16, 16, 3)).astype(np.float32),
+            "image": rng.integers(0, 256, (batch_size, 16, 16, 3)).astype(np.uint8),
             "label": rng.integers(0, 10, batch_size).astype(np.int32),
         }
         batch = mesh_lib.to_global(local, fns.batch_sharding)

@@ -72,6 +72,10 @@ class Loop(abc.ABC):
         step = progress["step"]
         return step // self.schedule.steps_per_epoch + 1, {"step": step}
 
+    def describe_input(self) -> str | None:
+        """One line on what a step moves from host to devices, or None (no input batches)."""
+        return None
+
     @abc.abstractmethod
     def prepare(self, progress: dict) -> Any:
         """The inputs (pipelines) for a run that stands at progress, built but unread."""

@@ -12,7 +12,7 @@ from mlperf_logging.mllog import constants as C
 from input_pipelines import synthetic
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
-from suite import perf, training
+from suite import perf, staging, training
 from suite.loops.base import Abort, BlockReport, Loop, Preempted
 
 
@@ -30,6 +30,10 @@ class SupervisedLoop(Loop):
         self.local_batch = cfg.global_batch_size // jax.process_count()
         self.fns = compile_lib.build(workload, cfg, mesh, self.local_batch,
                                      jax.process_count(), data)
+
+    def describe_input(self) -> str:
+        return staging.describe(self.workload.batch_spec(self.cfg, "train", self.local_batch),
+                                jax.process_count())
 
     @property
     def abstract_state(self):
@@ -78,8 +82,9 @@ class SupervisedLoop(Loop):
         key = jax.jit(lambda: jax.random.fold_in(jax.random.key(self.opts.seed), start_step),
                       out_shardings=mesh_lib.replicated(fns.mesh))()
         last = schedule.blocks[-1]
+        staged = staging.Staged(inputs, fns.batch_sharding)
         for block, first in schedule.remaining(start_step):
-            t0 = time.perf_counter()
+            t0, waited = time.perf_counter(), staged.wait_s
             step_metrics = []
             for step in range(first, block.end_step):
                 if notice.reached(step):  # before any event of the step: none repeats
@@ -88,7 +93,7 @@ class SupervisedLoop(Loop):
                     log.start(C.BLOCK_START, **block.start_metadata())
                 if schedule.logs_epochs and step % spe == 0:
                     log.start(C.EPOCH_START, epoch_num=step // spe + 1)
-                batch = mesh_lib.to_global(next(inputs), fns.batch_sharding)
+                batch = next(staged)
                 state, m, key = fns.train_step(state, batch, key)
                 if sync_every_step():
                     jax.block_until_ready(m)
@@ -100,7 +105,7 @@ class SupervisedLoop(Loop):
             losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
             steps = block.end_step - first
             stats = perf.BlockStats(steps * cfg.global_batch_size, steps,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0, staged.wait_s - waited)
             log.end(C.BLOCK_STOP, **block.stop_metadata())
             position = block.eval_epoch
             if not np.all(np.isfinite(losses)):
@@ -128,8 +133,8 @@ class SupervisedLoop(Loop):
                 process_index=jax.process_index(), process_count=jax.process_count())
             batches, context = evalset.batches, evalset.context
         outputs = []
-        for b in batches:
-            outputs.append(fns.eval_step(state, mesh_lib.to_global(b, fns.batch_sharding)))
+        for b in staging.Staged(iter(batches), fns.batch_sharding):
+            outputs.append(fns.eval_step(state, b))
             if sync_every_step():
                 jax.block_until_ready(outputs[-1])
         metrics = workload.finalize_eval(cfg, jax.device_get(outputs), context)

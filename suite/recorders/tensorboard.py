@@ -56,6 +56,7 @@ class _Block:
     samples_per_s: float
     step_ms: float
     mfu: float | None
+    host_overhead: float | None
     metrics: dict
     wall: float  # when the block was reported
 
@@ -71,8 +72,8 @@ class TensorBoard(Recorder):
     def block(self, record: BlockRecord) -> None:
         r = record.report
         job = _Block(r.step, np.asarray(r.losses), r.stats.seconds, r.stats.samples_per_s,
-                     r.stats.step_ms, record.mfu, {k: float(v) for k, v in r.metrics.items()},
-                     time.time())
+                     r.stats.step_ms, record.mfu, r.stats.host_overhead,
+                     {k: float(v) for k, v in r.metrics.items()}, time.time())
         self._written.append(self._worker.submit(self._write, job))
 
     def closed(self, status: str) -> None:
@@ -112,6 +113,8 @@ class TensorBoard(Recorder):
         w.add_scalar("perf/step_ms", b.step_ms, b.step, walltime=b.wall)
         if b.mfu is not None:
             w.add_scalar("perf/mfu", b.mfu, b.step, walltime=b.wall)
+        if b.host_overhead is not None:
+            w.add_scalar("perf/host_overhead", b.host_overhead, b.step, walltime=b.wall)
         for name, value in b.metrics.items():
             w.add_scalar(f"eval/{name}", value, b.step, walltime=b.wall)
         w.flush()  # a TensorBoard watching the run sees each block as it ends

@@ -147,7 +147,7 @@ class ResNetWorkload(Workload):
         )
 
     def init_variables(self, cfg, rng):
-        image = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        image = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.uint8)
         variables = self._model(cfg).init(rng, image, train=False)
         return variables["params"], {"batch_stats": variables["batch_stats"]}
 
@@ -175,11 +175,16 @@ class ResNetWorkload(Workload):
 
     # ----- data ----------------------------------------------------------
     def batch_spec(self, cfg, split, batch_size):
-        image = jax.ShapeDtypeStruct((batch_size, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        # Pixels: the model normalises them inside the step (models/resnet.py).
+        image = jax.ShapeDtypeStruct((batch_size, cfg.image_size, cfg.image_size, 3), jnp.uint8)
         spec = {"image": image, "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
         if split == "eval":
             spec["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
         return spec
+
+    def synthetic_high(self, cfg):
+        # Pixels over their whole range and labels over every class, as real batches have.
+        return {"image": 256, "label": cfg.num_classes}
 
     def _builder(self, cfg, data_dir):
         return _open_dataset(cfg.dataset, data_dir or None)
