@@ -28,6 +28,10 @@ CHECKPOINT_EVERY_MINUTES = flags.DEFINE_float(
 STOP_AFTER_BLOCKS = flags.DEFINE_integer(
     "stop_after_blocks", 0,
     "Pause after N blocks with a checkpoint; rerun the same command to resume (0: run to the end).")
+PROFILE_BLOCK = flags.DEFINE_integer(
+    "profile_block", None, "Write an XProf trace (jax.profiler) of block K, 1-based as the "
+    "progress line counts them (its training steps and its eval), into <workdir>/profile; "
+    "a resumed run keeps the count. Open it with TensorBoard's profile plugin or xprof.")
 RESTART = flags.DEFINE_bool(
     "restart", False, "Start over in a --workdir whose unfinished run cannot resume (killed "
     "before its first checkpoint): its files move to <workdir>/restarted-<k>/, log included. "

@@ -58,6 +58,8 @@ class RunOptions:
     checkpoint_every_blocks: int = 0  # 0: never
     checkpoint_every_minutes: float = 0.0  # 0: never; else at the first block end past it
     stop_after_blocks: int = 0  # 0: run to the end; k: pause after k blocks (resumable)
+    # None: no trace; k: an XProf trace of block k (1-based, counted across resumes).
+    profile_block: int | None = None
     restart: bool = False  # an unfinished run in workdir is set aside, not resumed
     mllog_stdout: bool = False  # echo the MLPerf log's lines on stdout too
     borrow_hparams: str | None = None  # result log whose tunable hparams this run uses
@@ -78,6 +80,9 @@ def validate_options(workload, opts: RunOptions) -> None:
         )
     if opts.checkpoint_every_blocks < 0 or opts.stop_after_blocks < 0:
         raise UserError("--checkpoint_every_blocks and --stop_after_blocks must be >= 0")
+    if opts.profile_block is not None and opts.profile_block < 1:
+        raise UserError(f"--profile_block must be >= 1 (blocks count from 1), "
+                        f"got {opts.profile_block}")
     if not opts.checkpoint_every_minutes >= 0:  # NaN too
         raise UserError(f"--checkpoint_every_minutes must be >= 0, got "
                         f"{opts.checkpoint_every_minutes}")
@@ -98,6 +103,13 @@ def validate_options(workload, opts: RunOptions) -> None:
             f"the reference preset trains on the real dataset: pass --data_dir (with "
             f"{workload.data_dir_help}), or --data=synthetic for a throughput-only run"
         )
+
+
+def check_profile_block(opts: RunOptions, blocks: int) -> None:
+    """--profile_block against the run's schedule (known once the data's size is)."""
+    if opts.profile_block is not None and opts.profile_block > blocks:
+        raise UserError(f"--profile_block={opts.profile_block} is past the run's last block: "
+                        f"it has {blocks}; pass 1 to {blocks}")
 
 
 def _positive_int(cfg, field: str) -> None:

@@ -14,7 +14,17 @@ import time
 import jax
 from mlperf_logging.mllog import constants as C
 
-from suite import console, loops, mlperf_log, perf, preemption, recorders, remote_workdir, weights
+from suite import (
+    console,
+    loops,
+    mlperf_log,
+    perf,
+    preemption,
+    profiling,
+    recorders,
+    remote_workdir,
+    weights,
+)
 from suite import mesh as mesh_lib
 from suite.checkpoint import Checkpointer
 from suite.config import RunOptions
@@ -210,10 +220,13 @@ def _blocks(workload, cfg, opts, loop, state, progress, inputs, log, ckpt, notic
                          metrics, log.path, unit)
 
     saved = time.time()  # this process's start counts as the last checkpoint
+    profiling.note_resume(opts.profile_block, progress["blocks"], say)
     reports = loop.blocks(state, progress, inputs, log, notice, bar.tick)
     while True:
         try:
-            report = next(reports, None)
+            with profiling.block(opts.profile_block, progress["blocks"] + 1, opts.workdir,
+                                 say):
+                report = next(reports, None)
         except Preempted as p:
             _stopping(hooks, log)
             return _preempted(p, progress, position, metrics, log, ckpt, schedule), None

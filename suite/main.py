@@ -54,6 +54,7 @@ def run_options(workload, preset: str) -> config_lib.RunOptions:
         checkpoint_every_minutes=F.CHECKPOINT_EVERY_MINUTES.value,
         stop_after_blocks=F.STOP_AFTER_BLOCKS.value, borrow_hparams=F.BORROW_HPARAMS.value,
         restart=F.RESTART.value, mllog_stdout=F.MLLOG_STDOUT.value,
+        profile_block=F.PROFILE_BLOCK.value,
     )
 
 
@@ -111,6 +112,7 @@ def run() -> None:
     if opts.remote_workdir:
         remote_workdir.check_reachable(opts.remote_workdir)
     data = runner.data_info(workload, cfg, opts)
+    config_lib.check_profile_block(opts, len(workload.schedule(cfg, data).blocks))
     if opts.remote_workdir and jax.process_index() == 0:  # it alone reads and writes the
         remote_workdir.pull(opts.remote_workdir, opts.workdir)  # workdir's files
     if F.RUNS.value == 1:

@@ -11,7 +11,7 @@ from suite.mlperf_log import LOG_NAME, has_run_stop
 # staging copy lives under each machine's own cache, so a new VM may place it elsewhere.
 RESUME_MAY_CHANGE = frozenset({"stop_after_blocks", "checkpoint_every_blocks",
                                "checkpoint_every_minutes", "restart", "workdir",
-                               "mllog_stdout"})
+                               "mllog_stdout", "profile_block"})
 
 
 def cache_dir(*parts: str) -> str:
