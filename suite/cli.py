@@ -41,6 +41,10 @@ def call(argv: list[str], body: Callable[[], T]) -> T:
         fail(str(e))
 
 
+def data_dir() -> str | None:
+    return F.DATA_DIR.value
+
+
 def preset_name() -> str:
     return F.PRESET.value or ("reference" if F.DATA_DIR.value else "tiny")
 
