@@ -4,11 +4,19 @@ import gzip
 import json
 import os
 
+import pytest
+
 from suite import config as config_lib
 from suite import profiling
 from tests.helpers import assert_one_error, one_line_error, read_log, run_main
 
 TOY = "tests.toy_workload.workload:LinearDigits"  # trains a block in well under a second
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """One built-in data cache for this file's runs: the toy data is prepared once."""
+    return str(tmp_path_factory.mktemp("cache"))
 
 
 def _trace_events(path: str) -> set[str]:
@@ -17,8 +25,8 @@ def _trace_events(path: str) -> set[str]:
         return {e.get("name") for e in json.load(f)["traceEvents"]}
 
 
-def test_profile_block_traces_that_block_into_the_workdir_across_a_resume(tmp_path):
-    workdir, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+def test_profile_block_traces_that_block_into_the_workdir_across_a_resume(tmp_path, cache):
+    workdir = str(tmp_path / "run")
     args = [f"--workload={TOY}", f"--workdir={workdir}", "--stop_after_blocks=1"]
     first = run_main([*args, "--profile_block=2"], cache)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -58,9 +66,8 @@ def test_profile_block_below_one_is_refused():
                    "pass 1 to 2")
 
 
-def test_profile_block_past_the_last_block_through_main_writes_nothing(tmp_path):
+def test_profile_block_past_the_last_block_through_main_writes_nothing(tmp_path, cache):
     workdir = tmp_path / "run"
-    proc = run_main([f"--workload={TOY}", f"--workdir={workdir}", "--profile_block=31"],
-                    str(tmp_path / "cache"))
+    proc = run_main([f"--workload={TOY}", f"--workdir={workdir}", "--profile_block=31"], cache)
     assert_one_error(proc, "--profile_block=31 is past the run's last block: it has 30")
     assert not workdir.exists()
