@@ -49,9 +49,5 @@ def block(profile_block: int | None, number: int, workdir: str,
     folder = trace_dir(workdir)
     # Said before the block only: during it the live progress bar holds the line.
     say(f"profiling block {number} into {folder} (open it: tensorboard --logdir {folder})")
-    # Device and XLA activity, host threads, but no Python call tracing: that one made a
-    # MiniGo block's trace 265 MB, and the step's ops are what a profile is read for.
-    options = jax.profiler.ProfileOptions()
-    options.python_tracer_level = 0
-    with jax.profiler.trace(folder, profiler_options=options):
+    with jax.profiler.trace(folder):
         yield
