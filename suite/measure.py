@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from common.errors import UserError
-from suite import loops, mlperf_log
+from suite import loops, mlperf_log, staging
 from suite import mesh as mesh_lib
 from suite.config import RunOptions
 from suite.loops.supervised import SupervisedLoop, sync_every_step
@@ -72,7 +72,7 @@ def run_costs(workload: Workload, cfg, opts: RunOptions, data: DataInfo,
     setup_s = time.perf_counter() - t0
 
     train_step = loop.fns.train_step
-    batches = (mesh_lib.to_global(b, loop.fns.batch_sharding) for b in inputs)
+    batches = staging.Staged(inputs, loop.fns.batch_sharding)  # as the loop reads them
     deadline = time.perf_counter() + 60 * minutes
     t0 = time.perf_counter()
     # What a run does after run_start: its key made as the loop makes it, the first batch.
