@@ -188,6 +188,9 @@ class DLRM(nn.Module):
             # Pooling stays in float32 like the reference's embedding bags; only the
             # pooled vector drops to cfg.dtype.
             bag = self.bag(table, sparse[:, offset:offset + hot])
+            # A no-op unless the caller passes a "perturbations" collection: then the gradient
+            # w.r.t. it is the pooled bag's, all a sparse table update needs.
+            bag = self.perturb(f"pooled_{k}", bag)
             features.append(bag.astype(cfg.dtype))
         x = LowRankCrossNet(cfg, name="cross_net")(jnp.concatenate(features, axis=-1))
         logits = MLP(cfg, cfg.top_mlp, relu_last=False, name="top_mlp")(x)

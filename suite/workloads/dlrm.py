@@ -2,7 +2,9 @@
 
 The embedding tables (26 billion parameters at reference size) are the model: their rows
 split over the mesh's `model` axis (or their columns, by config), while the dense layers run
-data parallel over every device, `model` included.
+data parallel over every device, `model` included. The train step updates only the table rows a
+batch looked up (suite.sparse_adagrad); --config.sparse_update=none updates every row, as a
+dense gradient does, for comparison.
 """
 
 import functools
@@ -20,12 +22,15 @@ from models import dlrm as dlrm_model
 from models import embedding_bag
 from suite import mesh as mesh_lib
 from suite import schedule as schedule_lib
+from suite import sparse_adagrad
 from suite.hparams import Hparam, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
 from suite.workload import DataInfo, EvalSet, Workload
 
 SHARDINGS = ("row", "column", "replicated")
+ROUTES = ("auto", "all_gather", "all_to_all")
+SPARSE_UPDATES = ("auto", "all", "none")
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,7 +56,8 @@ class DLRMWorkload(Workload):
     data_dir_help = ("the directory of the reference's preprocessed multi-hot Criteo days "
                      "(day_<d>_dense.npy, day_<d>_labels.npy, day_<d>_sparse_multi_hot.npz)")
 
-    runtime_fields = frozenset({"eval_batch_size", "embedding_sharding"})
+    runtime_fields = frozenset({"eval_batch_size", "embedding_sharding", "sparse_update",
+                                "id_routing", "route_capacity"})
 
     def reference_config(self, c):
         c.dataset = "criteo_1tb_multihot"  # the reference's materialized day files
@@ -66,6 +72,18 @@ class DLRMWorkload(Workload):
         c.top_mlp = (1024, 1024, 512, 256, 1)
         c.dcn_layers, c.dcn_low_rank = 3, 512
         c.embedding_sharding = "row"  # row | column | replicated, over the mesh's model axis
+        # Adagrad on the looked-up rows only: auto (tables with more rows than a step's ids;
+        # sparse_tables), all, or none (every row of every table: the dense gradient).
+        c.sparse_update = "auto"
+        # How ids of row-split tables reach their shard: all_gather (every shard sees every
+        # id), all_to_all (each id to its owner), or auto: per table, whichever moves fewer
+        # bytes (embedding_bag.prefer_all_to_all).
+        c.id_routing = "auto"
+        # all_to_all slots per destination, as a multiple of an even share of a device's ids
+        # (e.g. 2); 0: room for all of them, which never overflows but moves model-axis
+        # times all_gather's ids, so auto then keeps all_gather. Small tables and skewed ids
+        # crowd few shards: a batch that overflows makes the loss non-finite (run aborts).
+        c.route_capacity = 0.0
         c.global_batch_size = 65536
         c.eval_batch_size = 65536
         c.base_lr = 0.005
@@ -100,6 +118,19 @@ class DLRMWorkload(Workload):
         if sharding == "column" and cfg.embed_dim % mesh_sizes["model"]:
             raise UserError(f"column sharding splits embed_dim={cfg.embed_dim} over "
                             f"--config.mesh.model={mesh_sizes['model']}, which does not divide it")
+        if cfg.id_routing not in ROUTES:
+            raise UserError(f"--config.id_routing must be one of {', '.join(ROUTES)}, "
+                            f"got {cfg.id_routing!r}")
+        if not cfg.route_capacity >= 0:
+            raise UserError(f"--config.route_capacity must be >= 0 (0: room for every id), "
+                            f"got {cfg.route_capacity!r}")
+        if cfg.sparse_update not in SPARSE_UPDATES:
+            raise UserError(f"--config.sparse_update must be one of {', '.join(SPARSE_UPDATES)}"
+                            f", got {cfg.sparse_update!r}")
+        if cfg.sparse_update != "none" and (cfg.grad_accum_steps > 1 or cfg.ema_decay > 0):
+            raise UserError("the sparse table update takes one batch and keeps no EMA: use "
+                            "--config.sparse_update=none with --config.grad_accum_steps or "
+                            "--config.ema_decay")
         if (cfg.epochs_per_block, cfg.eval_offset_epochs) != (1, 1):
             raise UserError("DLRM evaluates evals_per_epoch times inside every epoch: it needs "
                             "--config.epochs_per_block=1 and --config.eval_offset_epochs=1")
@@ -131,14 +162,33 @@ class DLRMWorkload(Workload):
             top_mlp=tuple(cfg.top_mlp), dcn_layers=cfg.dcn_layers,
             dcn_low_rank=cfg.dcn_low_rank, dtype=dtype, row_multiple=rows)
 
+    def _row_split(self, cfg) -> bool:
+        return cfg.embedding_sharding == "row" and cfg.mesh.model > 1
+
+    def _all_to_all(self, cfg, hotness: int) -> bool:
+        """Whether a row-split table of this hotness routes its ids with all_to_all."""
+        if cfg.id_routing == "auto":
+            return embedding_bag.prefer_all_to_all(hotness, cfg.embed_dim, cfg.mesh.model,
+                                                   cfg.route_capacity)
+        return cfg.id_routing == "all_to_all"
+
+    def _row_axes(self, cfg, mesh) -> dict:
+        return dict(mesh=mesh, row_axis="model",
+                    batch_axes=mesh_lib.batch_axes(self.logical_axis_rules(cfg)))
+
     def _model(self, cfg, mesh) -> dlrm_model.DLRM:
         """The model the steps run: with row-split tables, bags pool on each shard first."""
         model_cfg = self.model_config(cfg)
-        if cfg.embedding_sharding != "row" or cfg.mesh.model == 1:
+        if not self._row_split(cfg):
             return dlrm_model.DLRM(model_cfg)
-        bag = functools.partial(embedding_bag.row_sharded_pooled, mesh=mesh,
-                                row_axis="model",
-                                batch_axes=mesh_lib.batch_axes(self.logical_axis_rules(cfg)))
+        axes = self._row_axes(cfg, mesh)
+
+        def bag(table, ids):
+            if self._all_to_all(cfg, ids.shape[1]):
+                return embedding_bag.row_routed_pooled(table, ids, **axes,
+                                                       capacity_factor=cfg.route_capacity)
+            return embedding_bag.row_sharded_pooled(table, ids, **axes)
+
         return dlrm_model.DLRM(model_cfg, bag=bag)
 
     def learning_rate(self, cfg, data) -> optax.Schedule:
@@ -146,8 +196,7 @@ class DLRMWorkload(Workload):
 
     def optimizer(self, cfg, data) -> optax.GradientTransformation:
         # The reference's Adagrad: no accumulator head start, no decay, no schedule.
-        return optax.adagrad(self.learning_rate(cfg, data), initial_accumulator_value=0.0,
-                             eps=cfg.adagrad_eps)
+        return sparse_adagrad.reference_adagrad(self.learning_rate(cfg, data), cfg.adagrad_eps)
 
     def init_variables(self, cfg, rng):
         model_cfg = self.model_config(cfg)
@@ -157,10 +206,64 @@ class DLRMWorkload(Workload):
 
     def loss(self, cfg, params, model_state, batch, rng, *, mesh):
         del rng  # no dropout
-        logits = self._model(cfg, mesh).apply({"params": params}, batch["dense"],
-                                              batch["sparse"])
-        loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
-        return loss, ({}, model_state)
+        return self._loss(cfg, mesh, {"params": params}, batch), ({}, model_state)
+
+    def _loss(self, cfg, mesh, variables, batch):
+        logits = self._model(cfg, mesh).apply(variables, batch["dense"], batch["sparse"])
+        return optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+
+    def sparse_tables(self, cfg) -> list[int]:
+        """The tables whose looked-up rows alone are updated. auto: those with more rows than
+        a step has ids for them, since the sparse update's work (sorting the ids, reading and
+        writing one row each) grows with the ids and the dense update's with the rows."""
+        if cfg.sparse_update == "none":
+            return []
+        model_cfg = self.model_config(cfg)
+        return [k for k, hot in enumerate(cfg.hotness) if cfg.sparse_update == "all"
+                or cfg.global_batch_size * hot < model_cfg.padded_rows(k)]
+
+    def train_step(self, cfg, data, state, batch, rng, *, mesh):
+        sparse = self.sparse_tables(cfg)
+        if not sparse:
+            return super().train_step(cfg, data, state, batch, rng, mesh=mesh)
+        names = [f"embedding_{k}" for k in sparse]
+        tables = {name: state.params[name] for name in names}
+        trained = {k: v for k, v in state.params.items() if k not in tables}
+        batch_size = batch["label"].shape[0]
+        zeros = {f"pooled_{k}": jnp.zeros((batch_size, cfg.embed_dim), jnp.float32)
+                 for k in range(len(cfg.hotness))}
+        bags = {f"pooled_{k}": zeros[f"pooled_{k}"] for k in sparse}
+
+        def loss_fn(trained, bags):
+            variables = {"params": {**trained, **tables}, "perturbations": {**zeros, **bags}}
+            return self._loss(cfg, mesh, variables, batch)
+
+        # The sparse tables' gradient is taken w.r.t. their pooled bags: no table-sized
+        # gradient is ever formed for them.
+        loss, (grads, bag_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(trained, bags)
+        rss, schedule = state.opt_state
+        acc = rss.sum_of_squares
+        # The rest (dense layers, small tables) take the optimizer's own step on their part
+        # of its state.
+        steps, (rest_rss, schedule) = self.optimizer(cfg, data).update(
+            grads, (optax.ScaleByRssState({k: acc[k] for k in trained}), schedule))
+        params = dict(optax.apply_updates(trained, steps))
+        new_acc = dict(rest_rss.sum_of_squares)
+        lr = self.learning_rate(cfg, data)(state.opt_state[1].count)
+        offsets = self.model_config(cfg).sparse_offsets
+        for k, name in zip(sparse, names, strict=True):
+            hot = cfg.hotness[k]
+            args = (tables[name], acc[name], batch["sparse"][:, offsets[k]:offsets[k] + hot],
+                    bag_grads[f"pooled_{k}"], lr, cfg.adagrad_eps)
+            if self._row_split(cfg):
+                route = cfg.route_capacity if self._all_to_all(cfg, hot) else None
+                params[name], new_acc[name] = sparse_adagrad.row_sharded_update(
+                    *args, **self._row_axes(cfg, mesh), capacity_factor=route)
+            else:
+                params[name], new_acc[name] = sparse_adagrad.update_bags(*args)
+        opt_state = (optax.ScaleByRssState(new_acc), schedule)
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new, {"loss": loss}
 
     def eval_step(self, cfg, params, model_state, batch, *, mesh):
         logits = self._model(cfg, mesh).apply({"params": params}, batch["dense"],

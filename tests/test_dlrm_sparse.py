@@ -1,0 +1,128 @@
+"""DLRM-DCNv2's sparse table update (the looked-up rows only) equals the dense one, and ids
+routed to their shard by all_to_all pool and differentiate like the all_gather route."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from models import embedding_bag
+from suite import compile as compile_lib
+from suite import mesh as mesh_lib
+from suite import sparse_adagrad
+from tests.test_dlrm_workload import _batches, _small_cfg
+
+
+def test_row_update_is_the_dense_adagrad_step_with_repeated_ids():
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(10, 3)).astype(np.float32)
+    acc = np.zeros((10, 3), np.float32)
+    acc[2] = 0.5  # an earlier step's accumulator
+    ids = np.array([[2, 2], [7, 2], [0, 7]], np.int32)  # id 2 three times, 7 twice
+    bag_grads = rng.normal(size=(3, 3)).astype(np.float32)
+    dense_grad = np.zeros_like(table)
+    np.add.at(dense_grad, ids.reshape(-1), np.repeat(bag_grads, 2, axis=0))
+    tx = sparse_adagrad.reference_adagrad(0.1, 1e-8)
+    steps, state = tx.update(dense_grad, (sparse_adagrad.optax.ScaleByRssState(acc),
+                                          tx.init(table)[1]))
+    new_table, new_acc = jax.jit(sparse_adagrad.update_bags)(table, acc, ids, bag_grads, 0.1,
+                                                             1e-8)
+    np.testing.assert_allclose(new_acc, state[0].sum_of_squares, rtol=1e-6)
+    np.testing.assert_allclose(new_table, table + steps, rtol=1e-6)
+    # By hand for one repeated row: the reference's formula on the summed gradient.
+    g = bag_grads[0] * 2 + bag_grads[1]
+    np.testing.assert_allclose(new_table[2], table[2] - 0.1 * g / (np.sqrt(0.5 + g * g) + 1e-8),
+                               rtol=1e-6)
+    new_table, new_acc = np.asarray(new_table), np.asarray(new_acc)
+    untouched = [r for r in range(10) if r not in (0, 2, 7)]
+    assert (new_table[untouched] == table[untouched]).all() and not new_acc[untouched].any()
+
+
+# Three tables (20, 600 and 100 rows; 2, 3 and 1 ids an example): compiling the sharded
+# step is most of this file's time, and more tables would test nothing new.
+TABLES = dict(vocab_sizes=(20, 600, 100), hotness=(2, 3, 1))
+
+
+def _train(sharding, model, batches, **fields):
+    workload, cfg = _small_cfg(sharding, model)
+    for name, value in {**TABLES, **fields}.items():
+        setattr(cfg, name, value)
+    devices = jax.devices() if model > 1 else jax.devices()[:1]
+    mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model, devices=devices)
+    fns = compile_lib.build(workload, cfg, mesh, cfg.global_batch_size, 1)
+    state, key, losses = fns.init(jax.random.key(0)), jax.random.key(1), []
+    for batch in batches:
+        state, metrics, key = fns.train_step(state, mesh_lib.to_global(batch, fns.batch_sharding),
+                                             key)
+        losses.append(float(metrics["loss"]))
+    return cfg, jax.device_get(state), losses
+
+
+@pytest.fixture(scope="module")
+def dense_one_device():
+    _, cfg = _small_cfg("replicated", 1)
+    cfg.update(TABLES)
+    # Tables of 20 to 600 rows and 64 examples a batch: ids repeat within a batch, so the
+    # sparse update must sum an id's gradients before squaring them, as the dense one does.
+    batches = _batches(cfg, 3)
+    return batches, _train("replicated", 1, batches, sparse_update="none")
+
+
+@pytest.mark.parametrize("sharding,model,routing", [("replicated", 1, "auto"),
+                                                    ("row", 8, "all_to_all")])
+def test_sparse_update_equals_the_dense_one(sharding, model, routing, dense_one_device):
+    batches, (_, dense, dense_losses) = dense_one_device
+    cfg, state, losses = _train(sharding, model, batches, sparse_update="all",
+                                id_routing=routing)
+    # One checkpoint layout whichever update ran.
+    assert jax.tree.structure(state) == jax.tree.structure(dense)
+    np.testing.assert_allclose(losses, dense_losses, rtol=2e-5)
+    accs, dense_accs = state.opt_state[0].sum_of_squares, dense.opt_state[0].sum_of_squares
+    for k, vocab in enumerate(cfg.vocab_sizes):
+        name = f"embedding_{k}"
+        # Adagrad's first steps are lr * g / |g| per element: an element whose gradient is
+        # near zero moves by up to lr (0.05) on rounding alone (8 devices sum in another
+        # order), so the tolerance is a share of lr.
+        np.testing.assert_allclose(state.params[name][:vocab], dense.params[name],
+                                   atol=5e-4 * cfg.base_lr)
+        np.testing.assert_allclose(accs[name][:vocab], dense_accs[name], rtol=1e-4, atol=1e-9)
+        assert not state.params[name][vocab:].any() and not accs[name][vocab:].any()
+    np.testing.assert_allclose(state.params["top_mlp"]["dense_0"]["kernel"],
+                               dense.params["top_mlp"]["dense_0"]["kernel"],
+                               atol=5e-4 * cfg.base_lr)
+    assert int(state.opt_state[1].count) == 3
+
+
+def test_all_to_all_route_pools_and_differentiates_like_all_gather():
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+    axes = dict(mesh=mesh, row_axis="model", batch_axes=("data", "model"))
+    rng = np.random.default_rng(1)
+    table = jnp.asarray(rng.normal(size=(64, 5)).astype(np.float32))
+    ids = rng.integers(0, 64, size=(32, 3)).astype(np.int32)  # 12 ids a device
+    ids[:4] = 5  # one device's ids all owned by shard 0 (and repeated)
+    cotangent = jnp.asarray(rng.normal(size=(32, 5)).astype(np.float32))
+
+    def run(bag):
+        def loss(t):
+            return (bag(t, ids) * cotangent).sum()
+        return jax.jit(lambda t: (bag(t, ids), jax.grad(loss)(t)))(table)
+
+    gathered = run(lambda t, i: embedding_bag.row_sharded_pooled(t, i, **axes))
+    np.testing.assert_allclose(gathered[0], jnp.take(table, ids, axis=0).sum(1),
+                               rtol=1e-6, atol=1e-6)
+    # Exact capacity (every id of a device fits any one destination), then 3 slots a
+    # destination, which the skewed device overflows: its examples pool NaN, never less.
+    exact = run(lambda t, i: embedding_bag.row_routed_pooled(t, i, **axes, capacity_factor=0))
+    for got, want in zip(exact, gathered, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert embedding_bag.capacity(12, 4, 1.0) == 3
+    tight = run(lambda t, i: embedding_bag.row_routed_pooled(t, i, **axes, capacity_factor=1))
+    overflowed = np.isnan(np.asarray(tight[0])).any(axis=1)
+    # Device 0's first example fills shard 0's 3 slots; its other 3 examples overflow.
+    assert not overflowed[0] and overflowed[1:4].all()
+    np.testing.assert_allclose(tight[0][~overflowed], gathered[0][~overflowed], rtol=1e-6,
+                               atol=1e-6)
+    assert embedding_bag.prefer_all_to_all(1, 128, 8, 2.0)
+    assert not embedding_bag.prefer_all_to_all(100, 128, 8, 2.0)
+    assert not embedding_bag.prefer_all_to_all(1, 128, 8, 0.0)
