@@ -54,15 +54,20 @@ def capacity(ids_per_device: int, shards: int, factor: float) -> int:
     return max(1, min(ids_per_device, math.ceil(factor * ids_per_device / shards)))
 
 
-def prefer_all_to_all(hotness: int, dim: int, shards: int, factor: float) -> bool:
+def prefer_all_to_all(hotness: int, dim: int, shards: int, factor: float, rows: int,
+                      local_batch: int) -> bool:
     """Whether routing a table's ids with all_to_all moves fewer bytes than all_gather.
 
     Per device and example, all_gather brings in the row group's ids (shards * hotness)
     and the reduce-scatter of pooled vectors (shards * dim); all_to_all sends out and gets
     back factor * hotness ids and as many rows (dim each). So all_to_all wins for few ids
     per example on a large row axis: factor * hotness * (1 + dim) < shards * (hotness + dim).
+    Its buffers hold an even share of a device's ids per shard (times factor), which a
+    table of fewer rows than shards times those ids cannot spread: such tables gather.
     """
     if shards == 1 or factor <= 0:  # exact capacity moves shards times all_gather's ids
+        return False
+    if rows < shards * local_batch * hotness:
         return False
     return factor * hotness * (1 + dim) < shards * (hotness + dim)
 

@@ -123,6 +123,9 @@ def test_all_to_all_route_pools_and_differentiates_like_all_gather():
     assert not overflowed[0] and overflowed[1:4].all()
     np.testing.assert_allclose(tight[0][~overflowed], gathered[0][~overflowed], rtol=1e-6,
                                atol=1e-6)
-    assert embedding_bag.prefer_all_to_all(1, 128, 8, 2.0)
-    assert not embedding_bag.prefer_all_to_all(100, 128, 8, 2.0)
-    assert not embedding_bag.prefer_all_to_all(1, 128, 8, 0.0)
+    # The reference's shapes, 8 shards, 8,192 examples a device: a 40M-row table of one id
+    # an example routes; of 100 ids, or a small table, or with exact capacity, gathers.
+    assert embedding_bag.prefer_all_to_all(1, 128, 8, 2.0, 40_000_000, 8192)
+    assert not embedding_bag.prefer_all_to_all(100, 128, 8, 2.0, 40_000_000, 8192)
+    assert not embedding_bag.prefer_all_to_all(1, 128, 8, 2.0, 40_000, 8192)
+    assert not embedding_bag.prefer_all_to_all(1, 128, 8, 0.0, 40_000_000, 8192)

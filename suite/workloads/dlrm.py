@@ -165,11 +165,14 @@ class DLRMWorkload(Workload):
     def _row_split(self, cfg) -> bool:
         return cfg.embedding_sharding == "row" and cfg.mesh.model > 1
 
-    def _all_to_all(self, cfg, hotness: int) -> bool:
-        """Whether a row-split table of this hotness routes its ids with all_to_all."""
+    def _all_to_all(self, cfg, mesh, rows: int, ids_shape: tuple[int, int]) -> bool:
+        """Whether a row-split table of these rows routes these ids [batch, hotness] (the
+        global batch) with all_to_all; the train step's forward and update agree."""
+        batch, hot = ids_shape
         if cfg.id_routing == "auto":
-            return embedding_bag.prefer_all_to_all(hotness, cfg.embed_dim, cfg.mesh.model,
-                                                   cfg.route_capacity)
+            return embedding_bag.prefer_all_to_all(hot, cfg.embed_dim, cfg.mesh.model,
+                                                   cfg.route_capacity, rows,
+                                                   batch // mesh.size)
         return cfg.id_routing == "all_to_all"
 
     def _row_axes(self, cfg, mesh) -> dict:
@@ -184,7 +187,7 @@ class DLRMWorkload(Workload):
         axes = self._row_axes(cfg, mesh)
 
         def bag(table, ids):
-            if self._all_to_all(cfg, ids.shape[1]):
+            if self._all_to_all(cfg, mesh, table.shape[0], ids.shape):
                 return embedding_bag.row_routed_pooled(table, ids, **axes,
                                                        capacity_factor=cfg.route_capacity)
             return embedding_bag.row_sharded_pooled(table, ids, **axes)
@@ -252,11 +255,11 @@ class DLRMWorkload(Workload):
         lr = self.learning_rate(cfg, data)(state.opt_state[1].count)
         offsets = self.model_config(cfg).sparse_offsets
         for k, name in zip(sparse, names, strict=True):
-            hot = cfg.hotness[k]
-            args = (tables[name], acc[name], batch["sparse"][:, offsets[k]:offsets[k] + hot],
-                    bag_grads[f"pooled_{k}"], lr, cfg.adagrad_eps)
+            ids = batch["sparse"][:, offsets[k]:offsets[k] + cfg.hotness[k]]
+            args = (tables[name], acc[name], ids, bag_grads[f"pooled_{k}"], lr, cfg.adagrad_eps)
             if self._row_split(cfg):
-                route = cfg.route_capacity if self._all_to_all(cfg, hot) else None
+                a2a = self._all_to_all(cfg, mesh, tables[name].shape[0], ids.shape)
+                route = cfg.route_capacity if a2a else None
                 params[name], new_acc[name] = sparse_adagrad.row_sharded_update(
                     *args, **self._row_axes(cfg, mesh), capacity_factor=route)
             else:
