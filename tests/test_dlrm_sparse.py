@@ -129,3 +129,30 @@ def test_all_to_all_route_pools_and_differentiates_like_all_gather():
     assert not embedding_bag.prefer_all_to_all(100, 128, 8, 2.0, 40_000_000, 8192)
     assert not embedding_bag.prefer_all_to_all(1, 128, 8, 2.0, 40_000, 8192)
     assert not embedding_bag.prefer_all_to_all(1, 128, 8, 0.0, 40_000_000, 8192)
+
+
+def test_bench_embedding_counts_bytes_by_hand_and_the_sparse_win_at_reference_size():
+    from suite.workloads.dlrm import DLRMWorkload
+    from tools import bench_embedding, state_memory
+
+    # 800 rows over 8 shards, 2 ids an example, 4 floats wide, 16 examples (2 a device):
+    # every shard handles all 32 ids; rows of 16 bytes.
+    t = bench_embedding.Table(rows=800, hotness=2)
+    dense = bench_embedding.table_bytes(t, 4, 16, 8, sparse=False, capacity_factor=None)
+    sparse = bench_embedding.table_bytes(t, 4, 16, 8, sparse=True, capacity_factor=None)
+    per_id = 2 * 32 * 16
+    assert dense == {"memory": per_id + 6 * 100 * 16,
+                     "collective": 7 * (4 * 4 + 2 * 16) + 7 * 2 * 16}
+    assert sparse == {"memory": per_id + 4 * 4 * 16 + 2 * 32 * 4,
+                      "collective": 7 * (4 * 4 + 2 * 16) + 7 * (2 * 16 + 4 * 4)}
+    workload = DLRMWorkload()
+    cfg = workload.config("reference")
+    full_dense = bench_embedding.step_bytes(workload, cfg, 8, "none", None)
+    full_sparse = bench_embedding.step_bytes(workload, cfg, 8, "auto", None)
+    assert full_sparse["memory"] * 5 < full_dense["memory"]
+    assert full_sparse["collective"] < 1.1 * full_dense["collective"]
+    # The table shard and its accumulator are the state tools.state_memory counts, less
+    # the dense layers (under a GiB).
+    cfg.mesh.model = 8
+    state = state_memory.bytes_per_device(workload, cfg, 8)["per_device"]
+    assert 0 < state - 2 * full_dense["shard"] < 2**30

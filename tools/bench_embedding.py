@@ -111,6 +111,46 @@ def step_bytes(workload, cfg, shards: int, sparse_update: str,
     return total
 
 
+def update_alone(rows: int, hotness: int, dim: int, batch: int, steps: int) -> dict:
+    """ms of one table's Adagrad update alone on one device, dense (the gradient scattered
+    into a table-sized array, then every row stepped) and sparse (sparse_adagrad), state
+    donated as in the train step, on uniform random ids."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from suite import sparse_adagrad
+
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, rows, (batch, hotness)), jnp.int32)
+    grads = jnp.asarray(rng.normal(size=(batch, dim)), jnp.float32)
+    tx = sparse_adagrad.reference_adagrad(0.005, 1e-8)
+
+    # ids and gradients are arguments: as constants XLA would fold the sort at compile time.
+    def dense(table, acc, ids, grads):
+        g = jnp.zeros_like(table).at[ids.reshape(-1)].add(jnp.repeat(grads, hotness, 0))
+        step, (rss, _) = tx.update(g, (sparse_adagrad.optax.ScaleByRssState(acc),
+                                      tx.init(table)[1]))
+        return table + step, rss.sum_of_squares
+
+    def sparse(table, acc, ids, grads):
+        return sparse_adagrad.update_bags(table, acc, ids, grads, 0.005, 1e-8)
+
+    out = {}
+    for name, fn in (("dense", dense), ("sparse", sparse)):
+        step = jax.jit(fn, donate_argnums=(0, 1))
+        state = step(jnp.zeros((rows, dim)), jnp.zeros((rows, dim)), ids, grads)
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state = step(*state, ids, grads)
+        jax.block_until_ready(state)
+        out[name] = 1e3 * (time.perf_counter() - t0) / steps
+    return out
+
+
 def _scaled(cfg, scale: int, explicit: set[str]):
     cfg = cfg.copy_and_resolve_references()
     for name, value in CPU_SIZES.items():
@@ -164,6 +204,13 @@ def run(workload, cfg, devices: int, scale: int, steps: int, warmup: int, hbm: f
             r = bench_step.bench(workload, c, steps, warmup)
             print(f"  {name:24s} step {r['step_ms']:8.2f} ms  compile {r['compile_s']:5.1f} s"
                   f"  loss {r['loss']:.4f}")
+        print(f"one table's update alone, on one device ({small.global_batch_size} examples):")
+        largest = max(small.vocab_sizes)
+        pairs = zip(small.vocab_sizes, small.hotness, strict=True)
+        for rows, hot in sorted({(v, h) for v, h in pairs if v == largest}):
+            r = update_alone(rows, hot, small.embed_dim, small.global_batch_size, steps)
+            print(f"  {rows:,} rows, {hot:3d} ids an example: dense {r['dense']:7.2f} ms, "
+                  f"sparse {r['sparse']:7.2f} ms")
     _counts(workload, small, devices, hbm, f"counted at the measured size (1/{scale})")
     _counts(workload, full, devices, hbm, "counted at the config's size")
     print(f"  state per device (tools.state_memory): {_gib(state['per_device'])} of "
