@@ -108,7 +108,9 @@ class DLRMWorkload(Workload):
         c.target_value = 0.81  # the planted oracle scores 0.826; one epoch reaches ~0.815
         c.global_batch_size = 1024
         c.eval_batch_size = 4096
-        c.base_lr = 0.05
+        # With the reference's Adagrad (eps outside the root) 0.03 reaches the target in
+        # 0.45 epoch (seeds 0 and 1); 0.05 took 0.80, 0.08 never got there.
+        c.base_lr = 0.03
 
     def validate(self, cfg, mesh_sizes):
         sharding = cfg.embedding_sharding
