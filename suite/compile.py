@@ -49,6 +49,12 @@ class ByShape:
         """The largest shape's (the last compiled): what bounds a step's memory."""
         return list(self.executables.values())[-1].memory_analysis()
 
+    def cost_analysis(self) -> dict:
+        """XLA's cost analysis of the largest shape's program, one device's share."""
+        costs = list(self.executables.values())[-1].cost_analysis()
+        # Older jax returned one dict per program in a list.
+        return (costs[0] if isinstance(costs, list) else costs) or {}
+
 
 def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int,
           data: DataInfo | None = None, every_shape: bool = True) -> Compiled:

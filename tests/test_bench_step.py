@@ -27,6 +27,20 @@ def test_timed_steps_train_and_the_compile_reports_memory():
     assert r["mfu"] is None  # no known peak for a CPU
     # Measured: XLA temp memory 4,582,392 bytes at batch 64.
     assert r["compile_s"] > 0 and r["temp_bytes"] > 0 and r["step_ms"] > 0
+    # On a CPU XLA sees every convolution and dot, so its FLOPs of one device's step match
+    # the hand count within a few percent (measured 1.04x); no peak, so no roofline.
+    assert r["device_flops"] == workload.flops_per_example(cfg) * 64 / 8
+    assert 0.9 < r["xla_flops"] / r["device_flops"] < 1.2, r
+    assert r["bytes_accessed"] > 0 and r["bound"] is None
+
+
+def test_roofline_line_reads_measured_mfu_against_the_bound():
+    r = {"device_flops": 9.89e12, "xla_flops": None, "bytes_accessed": 96e9,
+         "bound": "bandwidth", "bound_step_ms": 20.0, "bound_mfu": 0.5, "mfu": 0.3}
+    assert bench_step.roofline_line(r) == (
+        "per device and step: 9,890.00 GFLOP by hand count, XLA counts n/a FLOP and "
+        "96.00 GB accessed; roofline: bandwidth-bound, step >= 20.00 ms, MFU <= 50.0% "
+        "(measured 30.0%: 60% of the bound)")
 
 
 def test_config_overrides_reach_the_step():

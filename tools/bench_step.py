@@ -9,6 +9,16 @@ apply here too. Compiles ahead of time (compile time and XLA's memory estimate a
 before the first step), runs warm-up steps off the clock, then times --steps steps with one
 device sync at the end. MFU uses the workload's hand-counted FLOPs, not XLA's cost
 analysis (which misses cuDNN/cuBLAS calls on GPUs).
+
+The roofline: the hand-counted FLOPs and XLA's bytes accessed of one device's step against
+the device's peak FLOP/s and HBM bandwidth (suite.perf) say whether the step is FLOP-bound or
+bandwidth-bound, the least step time the peaks allow and the MFU that time would reach. How
+far to trust the bytes: XLA's cost analysis counts each HLO instruction's operands and
+results after fusion, so on a TPU, where the whole step is XLA fusions, it is close to the
+HBM traffic (an upper bound: it cannot see what stays in VMEM or caches). On a GPU it skips
+the cuDNN/cuBLAS custom calls, as it does their FLOPs, so the bytes are an undercount and the
+bound leans to FLOP-bound; xla_flops beside the hand count shows how much it missed (their
+ratio is the share of the step XLA saw). On a CPU there is no peak, hence no roofline.
 """
 
 import itertools
@@ -43,10 +53,20 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
     fns = compile_lib.build(workload, cfg, mesh, local, jax.process_count(), every_shape=False)
     compile_s = time.perf_counter() - t0
     memory = fns.train_step.memory_analysis()
+    costs = fns.train_step.cost_analysis()
+    kind = jax.devices()[0].device_kind
+    # One device's share of the step, hand-counted: what MFU and the roofline are about.
+    flops = workload.flops_per_example(cfg)
+    device_flops = flops * cfg.global_batch_size / jax.device_count()
+    bound = perf.roofline(kind, device_flops, costs.get("bytes accessed"))
     figures = {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
                "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
                "compile_s": compile_s, "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-               "argument_bytes": getattr(memory, "argument_size_in_bytes", None)}
+               "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+               "device_flops": device_flops, "xla_flops": costs.get("flops"),
+               "bytes_accessed": costs.get("bytes accessed"),
+               "bound": bound and bound.bound, "bound_step_ms": bound and 1e3 * bound.min_step_s,
+               "bound_mfu": bound and bound.max_mfu}
     if steps == 0:
         return figures
     state = fns.init(jax.random.key(0))
@@ -61,14 +81,12 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
     # Fetched after the clock stops, so that reading them costs the timing nothing.
     losses = [float(m["loss"]) for m in jax.device_get(timed)]
     rate = steps * cfg.global_batch_size / seconds
-    flops = workload.flops_per_example(cfg)
     return {
         **figures,
         "step_ms": 1e3 * seconds / steps,
         "samples_per_s": rate,
         "tflops_per_s": flops * rate / 1e12,
-        "mfu": perf.mfu(flops, rate, perf.peak_flops(jax.devices()[0].device_kind),
-                        jax.device_count()),
+        "mfu": perf.mfu(flops, rate, perf.peak_flops(kind), jax.device_count()),
         "loss": losses[-1],
         "losses": losses,  # per timed step: the optimizer really ran
     }
@@ -94,7 +112,25 @@ def main(argv) -> int:
     else:
         line += " (compiled only: --steps=0)"
     print(line)
+    print(roofline_line(r))
     return 0
+
+
+def roofline_line(r: dict) -> str:
+    """Bytes and FLOPs of one device's step, and the roofline where the device's peaks are
+    known."""
+    def giga(x):
+        return "n/a " if x is None else f"{x / 1e9:,.2f} G"
+
+    line = (f"per device and step: {giga(r['device_flops'])}FLOP by hand count, XLA counts "
+            f"{giga(r['xla_flops'])}FLOP and {giga(r['bytes_accessed'])}B accessed")
+    if r["bound"] is None:
+        return line + "; roofline n/a (no known peak FLOP/s or HBM bandwidth for this device)"
+    line += (f"; roofline: {r['bound']}-bound, step >= {r['bound_step_ms']:.2f} ms, "
+             f"MFU <= {r['bound_mfu']:.1%}")
+    if r.get("mfu") is not None:
+        line += f" (measured {r['mfu']:.1%}: {r['mfu'] / r['bound_mfu']:.0%} of the bound)"
+    return line
 
 
 if __name__ == "__main__":
