@@ -38,55 +38,96 @@ _STEPS = flags.DEFINE_integer(
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 
 
+class Stepper:
+    """One workload's compiled train step, its state and one placed synthetic batch: run(n)
+    times n steps. tools.bench_suite alternates it with another program's step."""
+
+    def __init__(self, workload, cfg):
+        import jax
+
+        cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
+        self.workload, self.cfg = workload, cfg
+        self.mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
+        self.local = cfg.global_batch_size // jax.process_count()
+        t0 = time.perf_counter()
+        self.fns = compile_lib.build(workload, cfg, self.mesh, self.local, jax.process_count(),
+                                     every_shape=False)
+        self.compile_s = time.perf_counter() - t0
+        self.state = self.key = self.batch = None
+
+    def figures(self) -> dict:
+        """What the compiled step says before it runs: memory, FLOPs, bytes, roofline."""
+        import jax
+
+        cfg = self.cfg
+        memory = self.fns.train_step.memory_analysis()
+        costs = self.fns.train_step.cost_analysis()
+        # One device's share of the step, hand-counted: what MFU and the roofline are about.
+        device_flops = (self.workload.flops_per_example(cfg) * cfg.global_batch_size
+                        / jax.device_count())
+        bound = perf.roofline(jax.devices()[0].device_kind, device_flops,
+                              costs.get("bytes accessed"))
+        return {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
+                "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
+                "compile_s": self.compile_s,
+                "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+                "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+                "device_flops": device_flops, "xla_flops": costs.get("flops"),
+                "bytes_accessed": costs.get("bytes accessed"),
+                "bound": bound and bound.bound,
+                "bound_step_ms": bound and 1e3 * bound.min_step_s,
+                "bound_mfu": bound and bound.max_mfu}
+
+    def start(self) -> None:
+        """Initial state, the step's key and the one batch every step reads."""
+        import jax
+
+        from input_pipelines import synthetic
+
+        self.state = self.fns.init(jax.random.key(0))
+        self.key = jax.jit(lambda: jax.random.key(1),
+                           out_shardings=mesh_lib.replicated(self.mesh))()
+        batches = synthetic.batches(self.workload.batch_spec(self.cfg, "train", self.local),
+                                    high=self.workload.synthetic_high(self.cfg))
+        # Placed once: this times the step, not the host-to-device copy.
+        self.batch = mesh_lib.to_global(next(batches), self.fns.batch_sharding)
+
+    def run(self, steps: int) -> tuple[float, list]:
+        """(seconds, each step's metrics, still on the device) of `steps` steps."""
+        self.state, self.key, metrics, seconds = measure.timed_steps(
+            self.fns.train_step, self.state, self.key, itertools.repeat(self.batch), steps)
+        return seconds, metrics
+
+    def rates(self, steps: int, seconds: float) -> dict:
+        import jax
+
+        rate = steps * self.cfg.global_batch_size / seconds
+        flops = self.workload.flops_per_example(self.cfg)
+        return {"step_ms": 1e3 * seconds / steps, "samples_per_s": rate,
+                "tflops_per_s": flops * rate / 1e12,
+                "mfu": perf.mfu(flops, rate, perf.peak_flops(jax.devices()[0].device_kind),
+                                jax.device_count())}
+
+
 def bench(workload, cfg, steps: int, warmup: int) -> dict:
     """Figures of `steps` timed train steps of workload under cfg (resolved here)."""
     import jax
 
-    from input_pipelines import synthetic
-
     if steps < 0 or warmup < 0:
         raise UserError("--steps and --warmup must be >= 0")
-    cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
-    mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
-    local = cfg.global_batch_size // jax.process_count()
-    t0 = time.perf_counter()
-    fns = compile_lib.build(workload, cfg, mesh, local, jax.process_count(), every_shape=False)
-    compile_s = time.perf_counter() - t0
-    memory = fns.train_step.memory_analysis()
-    costs = fns.train_step.cost_analysis()
-    kind = jax.devices()[0].device_kind
-    # One device's share of the step, hand-counted: what MFU and the roofline are about.
-    flops = workload.flops_per_example(cfg)
-    device_flops = flops * cfg.global_batch_size / jax.device_count()
-    bound = perf.roofline(kind, device_flops, costs.get("bytes accessed"))
-    figures = {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
-               "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
-               "compile_s": compile_s, "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-               "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-               "device_flops": device_flops, "xla_flops": costs.get("flops"),
-               "bytes_accessed": costs.get("bytes accessed"),
-               "bound": bound and bound.bound, "bound_step_ms": bound and 1e3 * bound.min_step_s,
-               "bound_mfu": bound and bound.max_mfu}
+    stepper = Stepper(workload, cfg)
+    figures = stepper.figures()
     if steps == 0:
         return figures
-    state = fns.init(jax.random.key(0))
-    key = jax.jit(lambda: jax.random.key(1), out_shardings=mesh_lib.replicated(mesh))()
-    batches = synthetic.batches(workload.batch_spec(cfg, "train", local),
-                                high=workload.synthetic_high(cfg))
-    # The batch is placed once: this times the step, not the host-to-device copy.
-    batch = itertools.repeat(mesh_lib.to_global(next(batches), fns.batch_sharding))
+    stepper.start()
     if warmup:
-        state, key, _, _ = measure.timed_steps(fns.train_step, state, key, batch, warmup)
-    state, key, timed, seconds = measure.timed_steps(fns.train_step, state, key, batch, steps)
+        stepper.run(warmup)
+    seconds, timed = stepper.run(steps)
     # Fetched after the clock stops, so that reading them costs the timing nothing.
     losses = [float(m["loss"]) for m in jax.device_get(timed)]
-    rate = steps * cfg.global_batch_size / seconds
     return {
         **figures,
-        "step_ms": 1e3 * seconds / steps,
-        "samples_per_s": rate,
-        "tflops_per_s": flops * rate / 1e12,
-        "mfu": perf.mfu(flops, rate, perf.peak_flops(kind), jax.device_count()),
+        **stepper.rates(steps, seconds),
         "loss": losses[-1],
         "losses": losses,  # per timed step: the optimizer really ran
     }
