@@ -32,10 +32,10 @@ from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import mesh as mesh_lib
 
-_STEPS = flags.DEFINE_integer(
+STEPS = flags.DEFINE_integer(
     "steps", 20, "Timed steps; 0 compiles only (compile time and XLA's memory estimate of a "
     "step too large to run here, e.g. a reference step on a CPU).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
+WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 
 
 class Stepper:
@@ -140,7 +140,7 @@ def main(argv) -> int:
         cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     workload = cli.workload()
     try:
-        r = bench(workload, cli.config(), _STEPS.value, _WARMUP.value)
+        r = bench(workload, cli.config(), STEPS.value, WARMUP.value)
     except UserError as e:
         cli.fail(str(e))
     temp = "n/a" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**30:.2f} GiB"
