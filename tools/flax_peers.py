@@ -129,6 +129,8 @@ def resnet_peer(example, cfg, batch: dict) -> PeerStep:
     scaling) and bfloat16 needs no loss scale."""
     m, t = example.models, example.train
     dtype = jnp.dtype(cfg.compute_dtype)
+    # Their loss one-hots labels to this module constant (1000, ImageNet's classes): ours.
+    t.NUM_CLASSES = cfg.num_classes
     model = m.ResNet50(num_classes=cfg.num_classes, dtype=dtype)
     config = ml_collections.ConfigDict({"momentum": 0.9, "half_precision": False,
                                         "warmup_epochs": 5.0, "num_epochs": 100.0})
