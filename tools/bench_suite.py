@@ -82,11 +82,15 @@ def train_row(workload, cfg, checkout: str | None) -> dict:
     ours = bench_step.Stepper(workload, cfg)
     row = ours.figures()
     ours.start()
-    theirs = None
+    theirs, peer_failure = None, None
     if checkout and workload.name in flax_peers.EXAMPLES:
-        theirs = flax_peers.peer(checkout, workload.name, ours.cfg,
-                                 jax.device_get(ours.batch))
-        theirs.compile()
+        try:
+            theirs = flax_peers.peer(checkout, workload.name, ours.cfg,
+                                     jax.device_get(ours.batch))
+            theirs.compile()
+        except Exception as e:  # noqa: BLE001 - their step failing leaves ours to measure
+            theirs, peer_failure = None, _reason(e)
+            print(f"{workload.name}: the Flax example failed: {peer_failure}", file=sys.stderr)
     for side in (ours, theirs):
         if side is not None and WARMUP.value:
             side.run(WARMUP.value)
@@ -99,20 +103,18 @@ def train_row(workload, cfg, checkout: str | None) -> dict:
     row.update(ours.rates(STEPS.value, _median(mine)))
     row["loss"] = float(jax.device_get(metrics[-1]["loss"]))
     row["peak_bytes"] = _peak_bytes()
+    if peer_failure:
+        row["peer"] = {"status": "failed", "reason": peer_failure}
     if theirs is not None:
         their_step = _median(peer) / STEPS.value
         row["peer"] = {"example": f"examples/{flax_peers.EXAMPLES[workload.name]}",
                        "step_ms": 1e3 * their_step,
-                       "samples_per_s": cfg_batch(ours.cfg) / their_step,
+                       "samples_per_s": ours.cfg.global_batch_size / their_step,
                        "compile_s": theirs.compile_s,
                        "rounds_ms": [1e3 * s / STEPS.value for s in peer]}
         row["rounds_ms"] = [1e3 * s / STEPS.value for s in mine]
         row["ours_over_theirs"] = row["samples_per_s"] / row["peer"]["samples_per_s"]
     return row
-
-
-def cfg_batch(cfg) -> int:
-    return cfg.global_batch_size
 
 
 def _peak_bytes() -> int | None:
@@ -240,7 +242,9 @@ def table(result: dict) -> str:
             f"{_fmt(r.get('tflops_per_s'), '.2f'):>9}{_fmt(r.get('mfu'), '.1%'):>7}"
             f"{_fmt(memory, '.2f', 2**-30):>9}{r['compile_s']:>10.1f}  {bound:<26}{peer:>9}")
     for r in result["rows"]:
-        if "peer" in r:
+        if "peer" in r and "reason" in r["peer"]:
+            lines.append(f"{r['workload']}: the Flax example failed: {r['peer']['reason']}")
+        elif "peer" in r:
             p = r["peer"]
             lines.append(
                 f"{r['workload']}: ours {r['step_ms']:.1f} ms/step, {p['example']} "
