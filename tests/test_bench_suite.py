@@ -114,8 +114,9 @@ def test_peers_alternate_with_ours(tmp_path):
 
 def test_table_shows_bound_ratio_and_failures():
     ok = {"workload": "resnet", "measure": "train_step", "status": "ok", "global_batch": 512,
-          "samples_per_s": 7000.0, "tflops_per_s": 280.0, "mfu": 0.283, "peak_bytes": 2**34,
-          "compile_s": 40.0, "bound": "FLOP", "bound_mfu": 1.0, "step_ms": 73.1,
+          "samples_per_s": 7000.0, "tflops_per_s": 280.0, "mfu": 0.283, "peak_bytes": 2**36,
+          "temp_bytes": 15 * 2**30, "argument_bytes": 2**30, "compile_s": 40.0,
+          "bound": "FLOP", "bound_mfu": 1.0, "step_ms": 73.1,
           "ours_over_theirs": 1.05,
           "peer": {"example": "examples/imagenet", "step_ms": 76.8}}
     bad = {"workload": "transformer", "measure": "train_step", "status": "ok",
@@ -125,7 +126,7 @@ def test_table_shows_bound_ratio_and_failures():
     lines = bench_suite.table({"rounds": 5, "steps": 10, "rows": [ok, bad]}).splitlines()
     assert lines[1].split() == ["resnet", "train_step", "512", "7,000.0", "280.00", "28.3%",
                                 "16.00", "40.0", "FLOP,", "MFU", "<=", "100%", "1.05x"]
-    assert lines[2].split()[6] == "2.00"  # no peak reported: XLA's arguments + temporaries
+    assert lines[2].split()[6] == "2.00"  # XLA's arguments + temporaries, not the peak
     assert lines[3] == ("resnet: ours 73.1 ms/step, examples/imagenet 76.8 ms/step (medians "
                         "of 5 alternating rounds of 10 steps): ours/theirs 1.05x samples/s")
     assert lines[4] == "transformer: the Flax example failed: ValueError: no"

@@ -118,8 +118,9 @@ def train_row(workload, cfg, checkout: str | None) -> dict:
 
 
 def _peak_bytes() -> int | None:
-    """The first device's peak memory in use so far, where the backend reports it (GPUs,
-    TPUs; not CPUs): what the process held at its fullest, not one step alone."""
+    """The first device's peak memory in use so far in this process, where the backend
+    reports it (GPUs, TPUs; not CPUs): never reset, so it is one step's only in the first
+    row measured."""
     import jax
 
     stats = jax.devices()[0].memory_stats() or {}
@@ -231,8 +232,9 @@ def table(result: dict) -> str:
         if r["status"] != "ok":
             lines.append(f"{start}{r['status'].upper()}: {r['reason']}")
             continue
-        memory = r.get("peak_bytes") or ((r.get("temp_bytes") or 0)
-                                         + (r.get("argument_bytes") or 0)) or None
+        # XLA's estimate of this step: the device's peak in use (peak_bytes, in the JSON)
+        # never falls within a process, so a later row would inherit an earlier one's.
+        memory = ((r.get("temp_bytes") or 0) + (r.get("argument_bytes") or 0)) or None
         bound = "-"
         if r.get("bound"):
             bound = f"{r['bound']}, MFU <= {r['bound_mfu']:.0%}"
