@@ -12,6 +12,7 @@ from mlperf_logging.mllog import constants as C
 
 from common.errors import UserError
 from models import resnet as resnet_models
+from suite import lars
 from suite.hparams import Hparam, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
@@ -136,14 +137,13 @@ class ResNetWorkload(Workload):
                 lambda path, _: getattr(path[-1], "key", None) == "kernel", params
             )
 
-        return optax.lars(
+        return lars.lars(
             self.learning_rate(cfg, data),
             weight_decay=cfg.weight_decay,
-            weight_decay_mask=kernels_only,
             trust_coefficient=cfg.lars_trust_coefficient,
             eps=cfg.lars_epsilon,
-            trust_ratio_mask=kernels_only,
             momentum=cfg.momentum,
+            mask=kernels_only,
         )
 
     def init_variables(self, cfg, rng):
