@@ -18,7 +18,7 @@ import itertools
 import statistics
 import tempfile
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from suite import cli
@@ -97,15 +97,8 @@ def compare(workload, cfg, blocks: int, rounds: int) -> dict:
 
 
 def main(argv) -> int:
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     workload = cli.workload()
-    try:
-        r = compare(workload, cli.config(), _BLOCKS.value, _ROUNDS.value)
-    except UserError as e:
-        cli.fail(str(e))
+    r = cli.call(argv, lambda: compare(workload, cli.config(), _BLOCKS.value, _ROUNDS.value))
     step = ", ".join(f"{x:,.1f}" for x in r["step_samples_per_s"])
     loop = ", ".join(f"{x:,.1f}" for x in r["loop_samples_per_s"])
     host = ", ".join(f"{x:.1%}" for x in r["loop_host_overhead"])

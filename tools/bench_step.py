@@ -24,7 +24,7 @@ ratio is the share of the step XLA saw). On a CPU there is no peak, hence no roo
 import itertools
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from suite import cli, measure, perf
@@ -134,15 +134,8 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
 
 
 def main(argv) -> int:
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # JAX's platform probing is INFO noise
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     workload = cli.workload()
-    try:
-        r = bench(workload, cli.config(), STEPS.value, WARMUP.value)
-    except UserError as e:
-        cli.fail(str(e))
+    r = cli.call(argv, lambda: bench(workload, cli.config(), STEPS.value, WARMUP.value))
     temp = "n/a" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**30:.2f} GiB"
     line = (f"{workload.name}/{cli.preset_name()} on {r['device']}, {r['dtype']}, global batch "
             f"{r['global_batch']}: compile {r['compile_s']:.1f} s, XLA temp memory {temp}")
