@@ -24,8 +24,8 @@ def test_bench_input_on_tiny_imagenet_reports_consistent_figures(tmp_path):
                JAXPERF_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-m", "tools.bench_input", "--workload=resnet",
-         f"--data_dir={data_dir}", "--config.global_batch_size=8", "--batches=3", "--warmup=1",
-         "--cores=1", "--device_rate=8500", f"--json={out}"],
+         f"--data_dir={data_dir}", "--config.global_batch_size=8", "--batches=3",
+         "--warmup_batches=1", "--cores=1", "--device_rate=8500", f"--json={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r = json.loads(out.read_text())
@@ -65,7 +65,7 @@ def test_bad_input_is_one_line():
                    "--cores must be between 0 and")
     resnet = registry.get("resnet")
     one_line_error(lambda: bench_input.bench(resnet, None, None, batches=0, warmup=1, cores=0),
-                   "--batches and --warmup must be >= 1")
+                   "--batches and --warmup_batches must be >= 1")
     minigo = registry.get("minigo")
     with pytest.raises(UserError, match="no input pipeline to measure"):
         bench_input.bench(minigo, None, None, batches=1, warmup=1, cores=0)

@@ -4,7 +4,7 @@
         --config.global_batch_size=256 --batches=50 --device_rate=8500
 
 Reads the workload's own train_batches, as the training loop does (decode, augment, batch),
-with no model and no device: --warmup batches off the clock (the first one also builds the
+with no model and no device: --warmup_batches batches off the clock (the first one also builds the
 tf.data graph and fills the shuffle buffer), then --batches batches timed. Prints samples
 (images) per second, per second per core, the bytes each batch holds, read from the arrays
 themselves (so uint8 and float32 images are both counted as they are), and, given
@@ -31,8 +31,9 @@ from suite import cli
 from suite import config as config_lib
 
 _BATCHES = flags.DEFINE_integer("batches", 50, "Timed batches.")
+# Named apart from bench_step's --warmup (steps): tools share one flag registry in a process.
 _WARMUP = flags.DEFINE_integer(
-    "warmup", 5, "Untimed batches first (the first one builds the pipeline).")
+    "warmup_batches", 5, "Untimed batches first (the first one builds the pipeline).")
 _CORES = flags.DEFINE_integer(
     "cores", 0, "Pin this process to N of the cores it may use (0: all of them).")
 _DEVICE_RATE = flags.DEFINE_float(
@@ -77,7 +78,7 @@ def bench(workload, cfg, data_dir: str | None, *, batches: int, warmup: int, cor
     import jax
 
     if batches < 1 or warmup < 1:
-        raise UserError(f"--batches and --warmup must be >= 1, got {batches} and {warmup}")
+        raise UserError(f"--batches and --warmup_batches must be >= 1, got {batches} and {warmup}")
     if not device_rate >= 0:  # NaN too
         raise UserError(f"--device_rate must be >= 0, got {device_rate}")
     if workload.kind != "supervised":

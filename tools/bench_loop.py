@@ -26,7 +26,8 @@ from suite import config as config_lib
 
 _BLOCKS = flags.DEFINE_integer("blocks", 2, "Timed blocks of the loop a round, after one "
                                "warm-up block.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of (step alone, loop), then the step "
+# Not --rounds: bench_suite has that flag, and tools share one flag registry in a process.
+_ROUNDS = flags.DEFINE_integer("loop_rounds", 2, "Rounds of (step alone, loop), then the step "
                                "alone once more.")
 _GOAL = 0.98
 
@@ -43,7 +44,7 @@ def compare(workload, cfg, blocks: int, rounds: int) -> dict:
     from suite.mlperf_log import MLPerfLog
 
     if blocks < 1 or rounds < 1:
-        raise UserError("--blocks and --rounds must be >= 1")
+        raise UserError("--blocks and --loop_rounds must be >= 1")
     if workload.kind != "supervised":
         raise UserError(f"{workload.name} trains by a {workload.kind} loop; bench_loop times "
                         "the supervised loop")
