@@ -1,6 +1,6 @@
 """Timing train steps and evals the way a run spends its time, for the throughput tools.
 
-tools.bench_step times the step alone on one placed batch; tools.project_ttt times what a
+tools.bench_step times the step alone on one placed batch (Stepper); tools.project_ttt times what a
 run pays between run_start and run_stop: steps fed by the run's own input pipeline, a
 whole eval, and what the first step and the first eval cost beyond later ones. Steps are
 timed with timed_steps: one device sync at the end, since JAX dispatches ahead and a clock
@@ -8,6 +8,7 @@ read after dispatch times nothing.
 """
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,10 @@ from typing import Any
 import jax
 
 from common.errors import UserError
-from suite import loops, mlperf_log, staging
+from input_pipelines import synthetic
+from suite import compile as compile_lib
+from suite import config as config_lib
+from suite import loops, mlperf_log, perf, staging
 from suite import mesh as mesh_lib
 from suite.config import RunOptions
 from suite.loops.supervised import SupervisedLoop, sync_every_step
@@ -36,6 +40,75 @@ def timed_steps(train_step, state, key, batches: Iterator, steps: int
         metrics.append(m)
     jax.block_until_ready(metrics[-1])
     return state, key, metrics, time.perf_counter() - t0
+
+
+class Stepper:
+    """One workload's compiled train step, its state and one placed synthetic batch: run(n)
+    times n steps. tools.bench_step times it alone, tools.bench_suite alternates it with
+    another program's step and tools.bench_loop with the loop's blocks."""
+
+    def __init__(self, workload: Workload, cfg, mesh=None, fns=None):
+        """Compiles the step of cfg (resolved here); or, given the mesh and the compiled
+        functions a caller built itself (tools.bench_loop: its loop's own step), times those,
+        with cfg the resolved config they were built for."""
+        if (mesh is None) != (fns is None):
+            raise ValueError("pass both mesh and fns, or neither")
+        if fns is None:
+            cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
+            mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
+        self.workload, self.cfg, self.mesh = workload, cfg, mesh
+        self.local = cfg.global_batch_size // jax.process_count()
+        t0 = time.perf_counter()
+        self.fns = fns or compile_lib.build(workload, cfg, mesh, self.local,
+                                            jax.process_count(), every_shape=False)
+        self.compile_s = None if fns else time.perf_counter() - t0  # None: not compiled here
+        self.state = self.key = self.batch = None
+
+    def figures(self) -> dict:
+        """What the compiled step says before it runs: memory, FLOPs, bytes, roofline."""
+        cfg = self.cfg
+        memory = self.fns.train_step.memory_analysis()
+        costs = self.fns.train_step.cost_analysis()
+        # One device's share of the step, hand-counted: what MFU and the roofline are about.
+        device_flops = (self.workload.flops_per_example(cfg) * cfg.global_batch_size
+                        / jax.device_count())
+        bound = perf.roofline(jax.devices()[0].device_kind, device_flops,
+                              costs.get("bytes accessed"))
+        return {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
+                "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
+                "compile_s": self.compile_s,
+                "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+                "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+                "device_flops": device_flops, "xla_flops": costs.get("flops"),
+                "bytes_accessed": costs.get("bytes accessed"),
+                "bound": bound and bound.bound,
+                "bound_step_ms": bound and 1e3 * bound.min_step_s,
+                "bound_mfu": bound and bound.max_mfu}
+
+    def start(self, state=None) -> None:
+        """The state (given, e.g. a loop's own init, or a fresh init), the step's key and the
+        one batch every step reads."""
+        self.state = self.fns.init(jax.random.key(0)) if state is None else state
+        self.key = jax.jit(lambda: jax.random.key(1),
+                           out_shardings=mesh_lib.replicated(self.mesh))()
+        batches = synthetic.batches(self.workload.batch_spec(self.cfg, "train", self.local),
+                                    high=self.workload.synthetic_high(self.cfg))
+        # Placed once: this times the step, not the host-to-device copy.
+        self.batch = mesh_lib.to_global(next(batches), self.fns.batch_sharding)
+
+    def run(self, steps: int) -> tuple[float, list]:
+        """(seconds, each step's metrics, still on the device) of `steps` steps."""
+        self.state, self.key, metrics, seconds = timed_steps(
+            self.fns.train_step, self.state, self.key, itertools.repeat(self.batch), steps)
+        return seconds, metrics
+
+    def rates(self, steps: int, seconds: float) -> dict:
+        rate = steps * self.cfg.global_batch_size / seconds
+        flops = self.workload.flops_per_example(self.cfg)
+        return {"step_ms": 1e3 * seconds / steps, "samples_per_s": rate,
+                "tflops_per_s": flops * rate / 1e12,
+                "mfu": perf.mfu(flops, rate, perf.peak_flops(jax.devices()[0].device_kind),
+                                jax.device_count())}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ the step's, is what the harness costs: the goal is >= 98 %. Each round's first l
 is a warm-up off the record; every later block is one figure.
 """
 
-import itertools
 import statistics
 import tempfile
 
@@ -36,7 +35,6 @@ def compare(workload, cfg, blocks: int, rounds: int) -> dict:
     """Samples/s of the bare step and of the loop's blocks, alternating, one compile."""
     import jax
 
-    from input_pipelines import synthetic
     from suite import measure, preemption
     from suite import mesh as mesh_lib
     from suite.config import RunOptions
@@ -58,30 +56,25 @@ def compare(workload, cfg, blocks: int, rounds: int) -> dict:
     mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
     opts = RunOptions(workload.name, "bench", "", data="synthetic")
     loop = SupervisedLoop(workload, cfg, opts, data, mesh)
-    state = loop.init_state(0)
-    fns = loop.fns
-    # The bare step as tools.bench_step times it: one batch placed once, reused.
-    batch = next(synthetic.batches(workload.batch_spec(cfg, "train", loop.local_batch),
-                                   high=workload.synthetic_high(cfg)))
-    placed = itertools.repeat(mesh_lib.to_global(batch, fns.batch_sharding))
-    key = jax.jit(lambda: jax.random.key(1), out_shardings=mesh_lib.replicated(mesh))()
-    state, key, _, _ = measure.timed_steps(fns.train_step, state, key, placed, 3)
+    # The bare step as tools.bench_step times it (one batch placed once, reused), on the
+    # loop's own compiled step and state: the two take turns on one state.
+    step = measure.Stepper(workload, cfg, mesh, loop.fns)
+    step.start(loop.init_state(0))
+    step.run(3)
 
     def step_alone() -> float:
-        nonlocal state, key
-        state, key, _, seconds = measure.timed_steps(fns.train_step, state, key, placed, steps)
+        seconds, _ = step.run(steps)
         return steps * cfg.global_batch_size / seconds
 
     def loop_blocks() -> list:
-        nonlocal state  # the loop donates it, as every step does
         progress = {"step": 0, "epoch": 0, "blocks": 0, "run_start_ms": 0}
         with tempfile.TemporaryDirectory() as workdir:
             log = MLPerfLog(workdir, enabled=jax.process_index() == 0)
-            reports = loop.blocks(state, progress, loop.prepare(progress), log,
+            reports = loop.blocks(step.state, progress, loop.prepare(progress), log,
                                   preemption.Notice(), lambda _: None)
             done = [next(reports) for _ in range(blocks + 1)]
             reports.close()
-        state = done[-1].state
+        step.state = done[-1].state  # the loop donated the one it was given
         stats = [r.stats for r in done]
         return stats[1:]  # the first block is the warm-up
 

@@ -21,92 +21,15 @@ bound leans to FLOP-bound; xla_flops beside the hand count shows how much it mis
 ratio is the share of the step XLA saw). On a CPU there is no peak, hence no roofline.
 """
 
-import itertools
-import time
-
 from absl import app, flags
 
 from common.errors import UserError
-from suite import cli, measure, perf
-from suite import compile as compile_lib
-from suite import config as config_lib
-from suite import mesh as mesh_lib
+from suite import cli, measure
 
 STEPS = flags.DEFINE_integer(
     "steps", 20, "Timed steps; 0 compiles only (compile time and XLA's memory estimate of a "
     "step too large to run here, e.g. a reference step on a CPU).")
 WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
-
-
-class Stepper:
-    """One workload's compiled train step, its state and one placed synthetic batch: run(n)
-    times n steps. tools.bench_suite alternates it with another program's step."""
-
-    def __init__(self, workload, cfg):
-        import jax
-
-        cfg = config_lib.resolve(workload, cfg, jax.device_count(), jax.default_backend())
-        self.workload, self.cfg = workload, cfg
-        self.mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
-        self.local = cfg.global_batch_size // jax.process_count()
-        t0 = time.perf_counter()
-        self.fns = compile_lib.build(workload, cfg, self.mesh, self.local, jax.process_count(),
-                                     every_shape=False)
-        self.compile_s = time.perf_counter() - t0
-        self.state = self.key = self.batch = None
-
-    def figures(self) -> dict:
-        """What the compiled step says before it runs: memory, FLOPs, bytes, roofline."""
-        import jax
-
-        cfg = self.cfg
-        memory = self.fns.train_step.memory_analysis()
-        costs = self.fns.train_step.cost_analysis()
-        # One device's share of the step, hand-counted: what MFU and the roofline are about.
-        device_flops = (self.workload.flops_per_example(cfg) * cfg.global_batch_size
-                        / jax.device_count())
-        bound = perf.roofline(jax.devices()[0].device_kind, device_flops,
-                              costs.get("bytes accessed"))
-        return {"device": f"{jax.device_count()}x{jax.devices()[0].device_kind}",
-                "dtype": cfg.compute_dtype, "global_batch": cfg.global_batch_size,
-                "compile_s": self.compile_s,
-                "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-                "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-                "device_flops": device_flops, "xla_flops": costs.get("flops"),
-                "bytes_accessed": costs.get("bytes accessed"),
-                "bound": bound and bound.bound,
-                "bound_step_ms": bound and 1e3 * bound.min_step_s,
-                "bound_mfu": bound and bound.max_mfu}
-
-    def start(self) -> None:
-        """Initial state, the step's key and the one batch every step reads."""
-        import jax
-
-        from input_pipelines import synthetic
-
-        self.state = self.fns.init(jax.random.key(0))
-        self.key = jax.jit(lambda: jax.random.key(1),
-                           out_shardings=mesh_lib.replicated(self.mesh))()
-        batches = synthetic.batches(self.workload.batch_spec(self.cfg, "train", self.local),
-                                    high=self.workload.synthetic_high(self.cfg))
-        # Placed once: this times the step, not the host-to-device copy.
-        self.batch = mesh_lib.to_global(next(batches), self.fns.batch_sharding)
-
-    def run(self, steps: int) -> tuple[float, list]:
-        """(seconds, each step's metrics, still on the device) of `steps` steps."""
-        self.state, self.key, metrics, seconds = measure.timed_steps(
-            self.fns.train_step, self.state, self.key, itertools.repeat(self.batch), steps)
-        return seconds, metrics
-
-    def rates(self, steps: int, seconds: float) -> dict:
-        import jax
-
-        rate = steps * self.cfg.global_batch_size / seconds
-        flops = self.workload.flops_per_example(self.cfg)
-        return {"step_ms": 1e3 * seconds / steps, "samples_per_s": rate,
-                "tflops_per_s": flops * rate / 1e12,
-                "mfu": perf.mfu(flops, rate, perf.peak_flops(jax.devices()[0].device_kind),
-                                jax.device_count())}
 
 
 def bench(workload, cfg, steps: int, warmup: int) -> dict:
@@ -115,7 +38,7 @@ def bench(workload, cfg, steps: int, warmup: int) -> dict:
 
     if steps < 0 or warmup < 0:
         raise UserError("--steps and --warmup must be >= 0")
-    stepper = Stepper(workload, cfg)
+    stepper = measure.Stepper(workload, cfg)
     figures = stepper.figures()
     if steps == 0:
         return figures

@@ -6,7 +6,7 @@ found, in one JSON file and one table; with --peers, against the Flax examples' 
     python -m tools.bench_suite --workloads=resnet,transformer --peers=/path/to/flax \\
         --override=resnet:global_batch_size=16 --override=transformer:max_length=128
 
-Each train step is tools.bench_step's Stepper: compiled ahead of time, warmed up, then timed
+Each train step is suite.measure's Stepper: compiled ahead of time, warmed up, then timed
 in --rounds rounds of --steps steps on one placed synthetic batch; the median round is
 reported. With --peers=<google/flax checkout>, the Flax example that mirrors a workload
 (tools.flax_peers) is built at the same model, batch, dtype and devices, and its step runs
@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from common.errors import UserError
 from flags import config_flags as F
 from suite import cli, registry
+from suite import measure as measure_lib
 from tools import bench_step, flax_peers
 
 WORKLOADS = flags.DEFINE_list("workloads", None, "Workloads to measure (default: all).")
@@ -79,7 +80,7 @@ def train_row(workload, cfg, checkout: str | None) -> dict:
     """Our step (and theirs, where a peer exists), in alternating rounds."""
     import jax
 
-    ours = bench_step.Stepper(workload, cfg)
+    ours = measure_lib.Stepper(workload, cfg)
     row = ours.figures()
     ours.start()
     theirs, peer_failure = None, None
