@@ -4,6 +4,8 @@ writer, TF's own forward pass of the reference network against ours, and one-lin
 import hashlib
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -13,6 +15,7 @@ from common import quiet_tf
 from common.errors import UserError
 from models import minigo
 from models import minigo_target as target
+from tests.helpers import ROOT
 
 TINY = minigo.MiniGoConfig(board_size=9, conv_width=8, trunk_layers=2, fc_width=16)
 
@@ -189,3 +192,23 @@ def test_refusals_are_one_line(saved, tmp_path):
     (tmp_path / "broken.index").write_bytes(b"not an index")
     (tmp_path / "broken.data-00000-of-00001").write_bytes(b"")
     assert "cannot read MiniGo target model" in refusal(broken)
+
+
+def test_the_tool_refuses_in_one_line(tmp_path):
+    """tools.minigo_target starts as every tool does (suite.cli.call): its own refusal and
+    write()'s UserError end in one line on stderr and exit 2, nothing written."""
+    def tool(*args):
+        return subprocess.run([sys.executable, "-m", "tools.minigo_target", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    proc = tool("--workload=minigo")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --out is required: the directory to write the target model into"]
+    out = tmp_path / "target"
+    proc = tool("--workload=resnet", f"--out={out}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: a target model is MiniGo's dual network: pass --workload=minigo "
+        "--preset=reference (or --config.network=dual_net)"]
+    assert not out.exists()

@@ -13,7 +13,7 @@ with the same --config.* (and --config.target_sha256=<printed digest> to pin it)
 
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from common.errors import UserError
 from suite import cli
@@ -44,16 +44,12 @@ def write(workload, cfg, out: str, from_workdir: str | None, seed: int) -> str:
 
 
 def main(argv) -> int:
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
-    if not _OUT.value:
-        cli.fail("--out is required: the directory to write the target model into")
-    try:
-        digest = write(cli.workload(), cli.config(), _OUT.value, _FROM.value, _SEED.value)
-    except UserError as e:
-        cli.fail(str(e))
+    def body() -> str:
+        if not _OUT.value:
+            raise UserError("--out is required: the directory to write the target model into")
+        return write(cli.workload(), cli.config(), _OUT.value, _FROM.value, _SEED.value)
+
+    digest = cli.call(argv, body)
     print(f"target model written to {os.path.join(_OUT.value, 'target')}: sha256 {digest}")
     return 0
 

@@ -13,11 +13,10 @@ import functools
 import math
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from common.errors import UserError
 from suite import cli
 from suite import mesh as mesh_lib
 
@@ -52,18 +51,15 @@ _DEVICES = flags.DEFINE_integer("devices", 8, "Devices the state is sized for.")
 
 
 def main(argv) -> int:
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # JAX's platform probing is INFO noise
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     workload, cfg = cli.workload(), cli.config()
-    try:
+
+    def body() -> dict[str, int]:
         mesh_lib.check_shape(_DEVICES.value, cfg.mesh.fsdp, cfg.mesh.model)
         workload.validate(cfg, mesh_lib.axis_sizes(_DEVICES.value, cfg.mesh.fsdp,
                                                    cfg.mesh.model))
-    except UserError as e:
-        cli.fail(str(e))
-    b = bytes_per_device(workload, cfg, _DEVICES.value)
+        return bytes_per_device(workload, cfg, _DEVICES.value)
+
+    b = cli.call(argv, body)
     gib = 2**30
     print(f"{workload.name} {cli.preset_name()} on {_DEVICES.value} devices "
           f"(fsdp={cfg.mesh.fsdp}, model={cfg.mesh.model}): state {b['total'] / gib:,.2f} GiB "
