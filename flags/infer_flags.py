@@ -4,6 +4,10 @@ from absl import flags
 
 from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by suite.infer)
 from flags.package_flags import SUBMISSION_ORG, SYSTEM, SYSTEM_NAME  # noqa: F401  (read there)
+from flags.serving_flags import CHECKPOINT, MAX_BATCH  # noqa: F401  (read there)
+
+flags.declare_key_flag(CHECKPOINT)  # suite.infer's own: its --help lists them
+flags.declare_key_flag(MAX_BATCH)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 
@@ -11,10 +15,6 @@ SCENARIO = flags.DEFINE_enum("scenario", "all", (*SCENARIOS, "all"),
                              "LoadGen scenario to run, or all four.")
 MODE = flags.DEFINE_enum("mode", "both", ("performance", "accuracy", "both"),
                          "LoadGen's PerformanceOnly, AccuracyOnly, or both.")
-CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Workdir of a finished training run (python -m suite.main) whose final "
-    "weights to serve. Default: the newest successful tiny run under $JAXPERF_CACHE/weights, "
-    "trained first if there is none.")
 PRECISION = flags.DEFINE_enum("precision", "fp32", ("fp32", "bf16", "int8"),
                               "Serving precision; int8 is post-training static quantization.")
 CALIBRATION_LIST = flags.DEFINE_string(
@@ -34,7 +34,6 @@ ALLOW_UNCONVERGED = flags.DEFINE_bool(
 COMPLIANCE = flags.DEFINE_bool(
     "compliance", None, "Run and verify the compliance tests TEST01 and TEST04 after each "
     "scenario. Default: with --submission_dir.")
-MAX_BATCH = flags.DEFINE_integer("max_batch", 128, "Offline batch size (the largest bucket).")
 SERVER_MAX_BATCH = flags.DEFINE_integer("server_max_batch", 32,
                                         "Largest batch Server's dynamic batcher closes.")
 SERVER_WAIT_MS = flags.DEFINE_float(

@@ -4,10 +4,11 @@ pick the config live in flags/config_flags.py, shared with the tools."""
 from absl import flags
 
 from flags.config_flags import DATA_DIR, PRESET, WORKLOAD  # noqa: F401  (read by main)
+from flags.data_flags import DATA  # noqa: F401  (read by main)
 from flags.package_flags import SUBMISSION_ORG, SYSTEM, SYSTEM_NAME  # noqa: F401  (read by main)
 
-DATA = flags.DEFINE_string(
-    "data", "real", "'real' or 'synthetic' (random batches: throughput only, never a result).")
+flags.declare_key_flag(DATA)  # one of main's own: its --help lists it
+
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: MLPerf log, resolved config, checkpoints. "
     "Default: runs/<workload>-<preset>-<time>. May be a bucket (gs://...; file:///dir to "

@@ -51,7 +51,8 @@ def test_tiny_suite_writes_json_and_table(tmp_path):
     proc = _run(["--preset=tiny", "--workloads=transformer,bert,minigo,resnet",
                  "--override=transformer:global_batch_size=8",
                  "--override=bert:global_batch_size=3", "--override=resnet:global_batch_size=8",
-                 "--steps=2", "--rounds=2", "--warmup=1", "--offline_batches=2", f"--out={out}"],
+                 "--steps=2", "--rounds=2", "--warmup=1", "--offline_batches=2",
+                 f"--suite_json={out}"],
                 devices=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -84,7 +85,7 @@ def test_tiny_suite_writes_json_and_table(tmp_path):
 def test_bad_override_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "suite.json"
     proc = _run(["--preset=tiny", "--workloads=resnet", "--override=resnet:image_size=x",
-                 f"--out={out}"], timeout=120)
+                 f"--suite_json={out}"], timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "image_size" in proc.stderr and not out.exists()
@@ -100,7 +101,7 @@ def test_peers_alternate_with_ours(tmp_path):
     proc = _run(["--preset=tiny", "--workloads=resnet,transformer", f"--peers={FLAX}",
                  "--override=resnet:global_batch_size=8",
                  "--override=transformer:global_batch_size=8", "--steps=1", "--rounds=3",
-                 "--warmup=1", "--offline_batches=0", f"--out={out}"])
+                 "--warmup=1", "--offline_batches=0", f"--suite_json={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["workload"]: r for r in json.loads(out.read_text())["rows"]}
     for name, example in (("resnet", "examples/imagenet"), ("transformer", "examples/wmt")):

@@ -204,9 +204,9 @@ def test_the_tool_refuses_in_one_line(tmp_path):
     proc = tool("--workload=minigo")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: --out is required: the directory to write the target model into"]
+        "error: --target_dir is required: the directory to write the target model into"]
     out = tmp_path / "target"
-    proc = tool("--workload=resnet", f"--out={out}")
+    proc = tool("--workload=resnet", f"--target_dir={out}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: a target model is MiniGo's dual network: pass --workload=minigo "

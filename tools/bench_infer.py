@@ -19,12 +19,15 @@ import numpy as np
 from absl import app, flags, logging
 
 from common.errors import UserError
+from flags.serving_flags import CHECKPOINT, MAX_BATCH
 from suite import cli
 
 PRECISIONS = flags.DEFINE_list("precisions", ["fp32", "bf16", "int8"], "Precisions to measure.")
-CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training workdir (default: as suite.infer).")
 DURATION_MS = flags.DEFINE_integer("duration_ms", 3000, "Length of each LoadGen run.")
-MAX_BATCH = flags.DEFINE_integer("max_batch", 128, "Offline batch.")
+# --checkpoint and --max_batch are suite.infer's own (flags/serving_flags.py); --help lists
+# them with this tool's.
+flags.declare_key_flag(CHECKPOINT)
+flags.declare_key_flag(MAX_BATCH)
 REPEATS = flags.DEFINE_integer("repeats", 3, "Bare and SUT measurements, alternated; the "
                                "median of each is reported.")
 FLAGS = flags.FLAGS

@@ -1,8 +1,8 @@
 """Every workload's train step, and the Offline throughput of the served ones, on the devices
 found, in one JSON file and one table; with --peers, against the Flax examples' steps.
 
-    python -m tools.bench_suite --out=suite.json                       # reference sizes
-    python -m tools.bench_suite --preset=tiny --workloads=resnet,transformer --out=t.json
+    python -m tools.bench_suite --suite_json=suite.json                # reference sizes
+    python -m tools.bench_suite --preset=tiny --workloads=resnet,transformer --suite_json=t.json
     python -m tools.bench_suite --workloads=resnet,transformer --peers=/path/to/flax \\
         --override=resnet:global_batch_size=16 --override=transformer:max_length=128
 
@@ -41,7 +41,8 @@ OVERRIDE = flags.DEFINE_multi_string(
 # tools.bench_step's flags.
 STEPS, WARMUP = bench_step.STEPS, bench_step.WARMUP
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds; the median round is reported.")
-OUT = flags.DEFINE_string("out", "bench_suite.json", "The JSON file written.")
+# Not --out: tpu_job has that flag, and tools share one flag registry in a process.
+OUT = flags.DEFINE_string("suite_json", "bench_suite.json", "The JSON file written.")
 PEERS = flags.DEFINE_string("peers", None, "A google/flax checkout: also time its examples' "
                             "ResNet-50 and Transformer steps beside ours.")
 OFFLINE_BATCHES = flags.DEFINE_integer("offline_batches", 10, "Batches of the Offline "

@@ -3,7 +3,9 @@
     python -m tools.check_log <workdir or mlperf_log.txt> [--workload=resnet] [--ruleset=4.0.0]
 
 The ruleset defaults to the one of the workload named in the log's
-submission_benchmark. Prints PASS or the checker's reasons; exit 0 on PASS, 1 on FAIL.
+submission_benchmark. --workload is suite.main's own flag (flags/config_flags.py), read here
+only where the command line gives it. Prints PASS or the checker's reasons; exit 0 on PASS,
+1 on FAIL.
 """
 
 import os
@@ -12,10 +14,11 @@ import sys
 from absl import app, flags
 
 from common.errors import UserError
+from flags import config_flags
 from suite import compliance, registry, scoring
 from suite.mlperf_log import LOG_NAME
 
-_WORKLOAD = flags.DEFINE_string("workload", None, "Workload whose ruleset applies.")
+flags.declare_key_flag(config_flags.WORKLOAD)  # --help lists it with the tool's own
 _RULESET = flags.DEFINE_string("ruleset", None, "Ruleset version, e.g. 4.0.0.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Print the checker's full output.")
 
@@ -42,7 +45,9 @@ def main(argv):
     try:
         if not os.path.isfile(path):
             raise UserError(f"no MLPerf log at {path}; pass a workdir of a run or its {LOG_NAME}")
-        verdict = compliance.check(path, _RULESET.value or ruleset_for(path, _WORKLOAD.value))
+        # Its default (resnet) is suite.main's, not a choice: unset, the log names it.
+        workload = config_flags.WORKLOAD.value if config_flags.WORKLOAD.present else None
+        verdict = compliance.check(path, _RULESET.value or ruleset_for(path, workload))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

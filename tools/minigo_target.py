@@ -4,8 +4,8 @@ final weights, or from a random init of the configured network. A small-scale ru
 shallow tower) plays such a target where MLCommons' 19x19 one does not fit.
 
     python -m tools.minigo_target --workload=minigo --preset=reference \
-        --config.board_size=9 --config.trunk_layers=2 --out=/data/minigo9 \
-        [--from_workdir=<a minigo run>] [--seed=0]
+        --config.board_size=9 --config.trunk_layers=2 --target_dir=/data/minigo9 \
+        [--from_workdir=<a minigo run>] [--init_seed=0]
 
 Then: python -m suite.main --workload=minigo --preset=reference --data_dir=/data/minigo9 ...
 with the same --config.* (and --config.target_sha256=<printed digest> to pin it).
@@ -18,10 +18,13 @@ from absl import app, flags
 from common.errors import UserError
 from suite import cli
 
-_OUT = flags.DEFINE_string("out", None, "Directory to write target.index/target.data-* into.")
+# Not --out and --seed: tpu_job has an --out (its job folder), suite.main a --seed (the
+# run's), and tools share one flag registry in a process.
+_OUT = flags.DEFINE_string("target_dir", None,
+                           "Directory to write target.index/target.data-* into.")
 _FROM = flags.DEFINE_string("from_workdir", None, "A finished minigo run whose final weights "
                             "become the target (default: a random init).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random init.")
+_SEED = flags.DEFINE_integer("init_seed", 0, "Seed of the random init.")
 
 
 def write(workload, cfg, out: str, from_workdir: str | None, seed: int) -> str:
@@ -46,7 +49,8 @@ def write(workload, cfg, out: str, from_workdir: str | None, seed: int) -> str:
 def main(argv) -> int:
     def body() -> str:
         if not _OUT.value:
-            raise UserError("--out is required: the directory to write the target model into")
+            raise UserError("--target_dir is required: the directory to write the target "
+                            "model into")
         return write(cli.workload(), cli.config(), _OUT.value, _FROM.value, _SEED.value)
 
     digest = cli.call(argv, body)

@@ -17,13 +17,13 @@ from absl import app, flags
 
 from common.errors import UserError
 from flags import config_flags
+from flags.data_flags import DATA
 from suite import cli, projection
 from suite import config as config_lib
 
 _MINUTES = flags.DEFINE_float("minutes", 3.0, "Measurement time after compiling: warm-up, "
                               "one eval and the timed train steps.")
-_DATA = flags.DEFINE_enum("data", "real", config_lib.DATA_CHOICES,
-                          "Batches from the real input pipeline, or synthetic ones.")
+flags.declare_key_flag(DATA)  # suite.main's --data (flags/data_flags.py), in --help here too
 _CONVERGENCE = flags.DEFINE_string(
     "convergence", None, "Project from these runs' convergence instead of the RCPs: a run's "
     "workdir, a folder of them (suite.main --runs) or an MLPerf log. Their global batch "
@@ -33,7 +33,7 @@ _CONVERGENCE = flags.DEFINE_string(
 def _options(workload) -> config_lib.RunOptions:
     preset = cli.preset_name()
     opts = config_lib.RunOptions(workload=workload.name, preset=preset, workdir="",
-                                 data=_DATA.value, data_dir=config_flags.DATA_DIR.value,
+                                 data=DATA.value, data_dir=config_flags.DATA_DIR.value,
                                  division="open")
     config_lib.validate_options(workload, opts)
     return opts
