@@ -14,6 +14,8 @@ formula applies. Rows split over a mesh axis are updated by the shard that owns 
 reaching it by all_gather or all_to_all (models.embedding_bag's two routes).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -73,7 +75,7 @@ def row_sharded_update(table: jax.Array, acc: jax.Array, ids: jax.Array,
     slots per destination; the forward pass of the same batch has already made the loss
     non-finite if they overflow)."""
     others = tuple(a for a in batch_axes if a != row_axis)
-    shards = mesh.shape[row_axis]
+    shards, copies = mesh.shape[row_axis], math.prod(mesh.shape[a] for a in others)
 
     def local(table, acc, ids, g, lr):
         if others:  # the table is whole along these axes: each copy needs their examples
@@ -87,7 +89,12 @@ def row_sharded_update(table: jax.Array, acc: jax.Array, ids: jax.Array,
             return update_bags(table, acc, own, g, lr, eps)
         flat = ids.reshape(-1)
         owner = flat // rows
-        slots = embedding_bag.capacity(flat.shape[0], shards, capacity_factor)
+        # Room for what the forward pass routed: each of the `copies` devices whose
+        # examples were gathered above had capacity() slots per destination. A capacity
+        # counted on the gathered ids rounds differently and can drop ids the forward
+        # found room for, silently skipping their update.
+        slots = copies * embedding_bag.capacity(flat.shape[0] // copies, shards,
+                                                capacity_factor)
         slot = embedding_bag.route(owner, shards)
         sent_ids = embedding_bag.pack(flat - owner * rows, owner, slot, shards, slots, -1)
         sent_g = embedding_bag.pack(jnp.repeat(g, hot, axis=0), owner, slot, shards, slots,

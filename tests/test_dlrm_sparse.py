@@ -131,6 +131,36 @@ def test_all_to_all_route_pools_and_differentiates_like_all_gather():
     assert not embedding_bag.prefer_all_to_all(1, 128, 8, 0.0, 40_000_000, 8192)
 
 
+
+def test_all_to_all_update_keeps_every_id_the_forward_pass_found_room_for():
+    """With the batch split over fsdp too, each device's update gathers its fsdp copies'
+    examples before routing them: its buffers must hold what those copies routed."""
+    mesh = mesh_lib.make_mesh(2, 4)  # (data 1, fsdp 2, model 4)
+    axes = dict(mesh=mesh, row_axis="model", batch_axes=("data", "fsdp", "model"))
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(64, 2)).astype(np.float32)  # 16 rows a shard
+    acc = np.zeros_like(table)
+    # Device (fsdp f, model m) holds examples 2b and 2b+1, b = 4f + m, one id each: one id
+    # to shard m+1 and one to shard m+2, so one slot a destination fits its forward pass,
+    # and the two devices of a model column send two ids to each of those shards.
+    ids = np.zeros((16, 1), np.int32)
+    for f in range(2):
+        for m in range(4):
+            b = 4 * f + m
+            ids[2 * b], ids[2 * b + 1] = 16 * ((m + 1) % 4) + f, 16 * ((m + 2) % 4) + 8 + f
+    assert embedding_bag.capacity(2, 4, 1.0) == 1
+    pooled = jax.jit(lambda t: embedding_bag.row_routed_pooled(t, ids, **axes,
+                                                               capacity_factor=1.0))(table)
+    np.testing.assert_array_equal(pooled, table[ids[:, 0]])  # no overflow: nothing NaN
+    bag_grads = rng.normal(size=(16, 2)).astype(np.float32)
+    want = sparse_adagrad.update_bags(table, acc, ids, bag_grads, 0.1, 1e-8)
+    got = jax.jit(lambda t, a, g: sparse_adagrad.row_sharded_update(
+        t, a, ids, g, 0.1, 1e-8, **axes, capacity_factor=1.0))(table, acc, bag_grads)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+    assert (np.asarray(got[1]).any(axis=1) == np.isin(np.arange(64), ids)).all()
+
+
 def test_bench_embedding_counts_bytes_by_hand_and_the_sparse_win_at_reference_size():
     from suite.workloads.dlrm import DLRMWorkload
     from tools import bench_embedding, state_memory
