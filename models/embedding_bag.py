@@ -88,6 +88,27 @@ def pack(values: jax.Array, owner: jax.Array, slot: jax.Array, shards: int, slot
     return out.at[owner, slot].set(values, mode="drop")
 
 
+def _slots(flat_ids: jax.Array, shard_rows: int, shards: int,
+           factor: float) -> tuple[jax.Array, jax.Array, int]:
+    """One device's ids [m] -> (owner [m], slot [m], slots per destination)."""
+    owner = flat_ids // shard_rows
+    return owner, route(owner, shards), capacity(flat_ids.shape[0], shards, factor)
+
+
+def routed_overflow(ids: jax.Array, *, rows: int, mesh: Mesh, row_axis: str,
+                    batch_axes: tuple[str, ...], capacity_factor: float) -> jax.Array:
+    """How many ids [batch, hotness] of a table of `rows` rows row_routed_pooled finds no
+    slot for, over all devices (an int32 scalar): the run's way to tell an overflow from
+    a loss that diverged, both being non-finite."""
+    shards = mesh.shape[row_axis]
+
+    def local(bag_ids):
+        _, slot, slots = _slots(bag_ids.reshape(-1), rows // shards, shards, capacity_factor)
+        return jax.lax.psum((slot >= slots).sum(dtype=jnp.int32), batch_axes)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=P(batch_axes, None), out_specs=P())(ids)
+
+
 def row_routed_pooled(table: jax.Array, ids: jax.Array, *, mesh: Mesh, row_axis: str,
                       batch_axes: tuple[str, ...], capacity_factor: float) -> jax.Array:
     """row_sharded_pooled() with each id sent only to the shard that owns its row
@@ -103,9 +124,7 @@ def row_routed_pooled(table: jax.Array, ids: jax.Array, *, mesh: Mesh, row_axis:
         batch, hot = bag_ids.shape
         rows = shard.shape[0]
         flat = bag_ids.reshape(-1)
-        owner = flat // rows
-        slots = capacity(flat.shape[0], shards, capacity_factor)
-        slot = route(owner, shards)
+        owner, slot, slots = _slots(flat, rows, shards, capacity_factor)
         asked = pack(flat - owner * rows, owner, slot, shards, slots, -1)
         asked = jax.lax.all_to_all(asked, row_axis, 0, 0, tiled=True)
         found = jnp.where((asked >= 0)[..., None], jnp.take(shard, jnp.maximum(asked, 0),

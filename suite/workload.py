@@ -157,6 +157,12 @@ class Workload(abc.ABC):
         return training.train_step(loss, self.optimizer(cfg, data), state, batch, rng,
                                    accum_steps=cfg.grad_accum_steps, ema_decay=cfg.ema_decay)
 
+    def nonfinite_loss_cause(self, cfg, metrics: dict[str, Any]) -> str | None:
+        """What made a step's loss non-finite, where the step's own metrics (host values)
+        tell, and its fix: '<what happened>: <fix>'; None leaves the loop's general
+        advice (the learning rate, the data)."""
+        return None
+
     @abc.abstractmethod
     def eval_step(self, cfg, params, model_state, batch: Batch, *, mesh) -> dict:
         """Per-batch outputs of the weights eval scores (the EMA where kept): sums

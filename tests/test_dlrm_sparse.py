@@ -9,8 +9,10 @@ from jax.sharding import Mesh
 
 from models import embedding_bag
 from suite import compile as compile_lib
+from suite import lifecycle, sparse_adagrad
 from suite import mesh as mesh_lib
-from suite import sparse_adagrad
+from suite.config import RunOptions
+from tests.helpers import read_log
 from tests.test_dlrm_workload import _batches, _small_cfg
 
 
@@ -56,6 +58,9 @@ def _train(sharding, model, batches, fsdp=1, **fields):
         state, metrics, key = fns.train_step(state, mesh_lib.to_global(batch, fns.batch_sharding),
                                              key)
         losses.append(float(metrics["loss"]))
+        if fields.get("id_routing") == "all_to_all" and model > 1:
+            # The step counts what its routes dropped: room for every id, so nothing.
+            assert int(metrics["id_overflow"]) == 0
     return cfg, jax.device_get(state), losses
 
 
@@ -166,6 +171,28 @@ def test_all_to_all_update_keeps_every_id_the_forward_pass_found_room_for():
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6)
     assert (np.asarray(got[1]).any(axis=1) == np.isin(np.arange(64), ids)).all()
+
+
+
+def test_overflowing_all_to_all_buffers_abort_the_run_naming_the_fix(tmp_path):
+    """The run, not just the bag: a buffer that overflows makes the loss NaN, and the abort
+    says why and what to change instead of blaming the learning rate."""
+    workload, cfg = _small_cfg("row", 8)
+    cfg.update(TABLES)
+    # One slot a destination for 8 to 24 ids a device: random ids crowd some shard. The
+    # dense update (the sparse one counts overflows in test_sparse_update_equals_...).
+    cfg.id_routing, cfg.route_capacity, cfg.sparse_update = "all_to_all", 0.25, "none"
+    # Synthetic batches (ids over whole tables), 40 steps an epoch: a block is 2 steps.
+    cfg.train_examples, cfg.eval_examples = 40 * cfg.global_batch_size, 64
+    opts = RunOptions("dlrm_dcnv2", "tiny", str(tmp_path), data="synthetic")
+    result = lifecycle.run(workload, cfg, opts, workload.synthetic_data_info(cfg), False)
+    reason = ("non-finite training loss at step 1 (epoch 0.05); the all_to_all id buffers "
+              "overflowed: raise --config.route_capacity or use --config.id_routing=all_gather")
+    assert (result.status, result.reason) == ("aborted", reason)
+    stop = [e for e in read_log(result.log_path) if e["key"] == "run_stop"]
+    assert stop[0]["metadata"]["reason"] == reason
+    # A loss that diverged with every id routed keeps the loop's own advice.
+    assert workload.nonfinite_loss_cause(cfg, {"loss": np.nan, "id_overflow": 0}) is None
 
 
 def test_bench_embedding_counts_bytes_by_hand_and_the_sparse_win_at_reference_size():

@@ -101,18 +101,20 @@ class SupervisedLoop(Loop):
                 tick(step + 1)
                 if schedule.logs_epochs and (step + 1) % spe == 0:
                     log.end(C.EPOCH_STOP, epoch_num=(step + 1) // spe)
-            # One sync per block: fetching the losses waits for the last step.
-            losses = np.asarray([x["loss"] for x in jax.device_get(step_metrics)], np.float64)
+            # One sync per block: fetching the metrics waits for the last step.
+            step_metrics = jax.device_get(step_metrics)
+            losses = np.asarray([x["loss"] for x in step_metrics], np.float64)
             steps = block.end_step - first
             stats = perf.BlockStats(steps * cfg.global_batch_size, steps,
                                     time.perf_counter() - t0, staged.wait_s - waited)
             log.end(C.BLOCK_STOP, **block.stop_metadata())
             position = block.eval_epoch
             if not np.all(np.isfinite(losses)):
-                bad = first + int(np.argmin(np.isfinite(losses))) + 1
-                raise Abort(f"non-finite training loss at step {bad} "
-                            f"({schedule.position(position)}); lower the learning rate or "
-                            "check the data", position)
+                bad = int(np.argmin(np.isfinite(losses)))
+                cause = self.workload.nonfinite_loss_cause(cfg, step_metrics[bad])
+                raise Abort(f"non-finite training loss at step {first + bad + 1} "
+                            f"({schedule.position(position)}); "
+                            f"{cause or 'lower the learning rate or check the data'}", position)
             metrics = self.evaluate(state, log, position)
             eta = (last.end_step - block.end_step) * stats.seconds / steps
             yield BlockReport(block.end_step, position, losses, stats, metrics, eta, state)

@@ -211,11 +211,35 @@ class DLRMWorkload(Workload):
 
     def loss(self, cfg, params, model_state, batch, rng, *, mesh):
         del rng  # no dropout
-        return self._loss(cfg, mesh, {"params": params}, batch), ({}, model_state)
+        loss, metrics = self._loss(cfg, mesh, {"params": params}, batch)
+        return loss, (metrics, model_state)
 
     def _loss(self, cfg, mesh, variables, batch):
+        """(mean loss, metrics): id_overflow where a table routes ids by all_to_all."""
         logits = self._model(cfg, mesh).apply(variables, batch["dense"], batch["sparse"])
-        return optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+        loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+        return loss, self._route_metrics(cfg, mesh, batch["sparse"])
+
+    def _route_metrics(self, cfg, mesh, sparse) -> dict:
+        """{'id_overflow': ids the all_to_all routes found no slot for} where some table
+        routes them so (its overflowed examples pool NaN), else {}."""
+        if not self._row_split(cfg):
+            return {}
+        model_cfg, counts = self.model_config(cfg), []
+        for k, (offset, hot) in enumerate(zip(model_cfg.sparse_offsets, cfg.hotness,
+                                              strict=True)):
+            ids, rows = sparse[:, offset:offset + hot], model_cfg.padded_rows(k)
+            if self._all_to_all(cfg, mesh, rows, ids.shape):
+                counts.append(embedding_bag.routed_overflow(
+                    ids, rows=rows, **self._row_axes(cfg, mesh),
+                    capacity_factor=cfg.route_capacity))
+        return {"id_overflow": sum(counts)} if counts else {}
+
+    def nonfinite_loss_cause(self, cfg, metrics):
+        if metrics.get("id_overflow", 0) > 0:
+            return ("the all_to_all id buffers overflowed: raise --config.route_capacity or "
+                    "use --config.id_routing=all_gather")
+        return None
 
     def sparse_tables(self, cfg) -> list[int]:
         """The tables whose looked-up rows alone are updated. auto: those with more rows than
@@ -245,7 +269,8 @@ class DLRMWorkload(Workload):
 
         # The sparse tables' gradient is taken w.r.t. their pooled bags: no table-sized
         # gradient is ever formed for them.
-        loss, (grads, bag_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(trained, bags)
+        (loss, metrics), (grads, bag_grads) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(trained, bags)
         rss, schedule = state.opt_state
         acc = rss.sum_of_squares
         # The rest (dense layers, small tables) take the optimizer's own step on their part
@@ -268,7 +293,7 @@ class DLRMWorkload(Workload):
                 params[name], new_acc[name] = sparse_adagrad.update_bags(*args)
         opt_state = (optax.ScaleByRssState(new_acc), schedule)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        return new, {"loss": loss}
+        return new, {"loss": loss, **metrics}
 
     def eval_step(self, cfg, params, model_state, batch, *, mesh):
         logits = self._model(cfg, mesh).apply({"params": params}, batch["dense"],
