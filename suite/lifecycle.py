@@ -52,7 +52,7 @@ def platform_name() -> str:
     return f"{len(devices)}x{devices[0].device_kind}"
 
 
-def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
+def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes, mesh_sizes):
     log.event(C.CACHE_CLEAR, True)
     log.start(C.INIT_START)
     mlperf_log.submission_events(
@@ -64,7 +64,8 @@ def _log_setup(log, workload, cfg, opts, data, steps_per_epoch, notes):
     log.event(C.GRADIENT_ACCUMULATION_STEPS, cfg.grad_accum_steps)
     log.event(C.TRAIN_SAMPLES, data.train_examples)
     log.event(C.EVAL_SAMPLES, data.eval_examples)
-    for key, value in workload.mllog_hparams(cfg, steps_per_epoch).items():
+    choices = workload.resolved_choices(cfg, mesh_sizes)
+    for key, value in {**workload.mllog_hparams(cfg, steps_per_epoch), **choices}.items():
         if isinstance(value, Logged):
             log.event(key, value.value, **value.metadata)
         else:
@@ -94,10 +95,10 @@ def _run(workload, cfg, opts, data, resume, notes, notice) -> RunResult:
     ended = False  # once the blocks are over, run_stop (or a pause) is in the log already
     try:
         loop_class = loops.get(workload.kind)
+        mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
         if not resume:
             _log_setup(log, workload, cfg, opts, data, data.epoch_steps(cfg.global_batch_size),
-                       notes or {})
-        mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model)
+                       notes or {}, dict(mesh.shape))
         loop = loop_class(workload, cfg, opts, data, mesh)
         unit = loop.schedule.unit
         if resume:

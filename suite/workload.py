@@ -282,6 +282,11 @@ class Workload(abc.ABC):
         a value is plain or a Logged(value, metadata). From the hparams table."""
         return hparams_lib.mllog_values(self.hparams, cfg, steps_per_epoch)
 
+    def resolved_choices(self, cfg, mesh_sizes: Mapping[str, int]) -> dict[str, Any]:
+        """jaxperf_* events for the log's set-up section: what the settings a run decides
+        for itself ('auto') became on this mesh; values plain or Logged(value, metadata)."""
+        return {}
+
     def check_closed(self, cfg) -> None:
         """Closed-division rules beyond which fields may change (UserError if broken)."""
         return None

@@ -63,6 +63,11 @@ def test_tiny_preset_reaches_its_auc_and_passes_the_checker(tiny_run):
     assert values(events, "submission_benchmark") == ["dlrm_dcnv2"]
     assert values(events, "opt_name") == ["adagrad"]
     assert values(events, "opt_adagrad_epsilon") == [1e-8]
+    # What auto became: the tiny tables update densely; one device splits none of them.
+    assert values(events, "jaxperf_sparse_update") == [[]]
+    assert values(events, "jaxperf_id_routing") == [None]
+    routing = metadata(events, "jaxperf_id_routing")[0]
+    assert (routing["setting"], routing["route_capacity"]) == ("auto", 0.0)
     assert values(events, "train_samples") == [320_000]
     assert values(events, "eval_samples") == [40_000]
     # Evals every 0.05 epoch (312 steps of 1,024: blocks of 15 or 16 steps) inside epoch 1.
@@ -109,6 +114,10 @@ def test_reference_layout_with_row_sharded_tables_on_8_devices(tmp_path, cache,
     assert values(events, "train_samples") == [23 * 1000]  # days 0-22
     assert values(events, "eval_samples") == [500]  # the first half of day 23
     assert values(events, "jaxperf_embedding_sharding") == ["row"]
+    # Sparse: the one-id tables of more rows (1,000 or 976) than a batch's 512 ids. Routes:
+    # all_gather for all, as route_capacity 0 (room for every id) moves more by all_to_all.
+    assert values(events, "jaxperf_sparse_update") == [[2, 6, 7, 17]]
+    assert values(events, "jaxperf_id_routing") == [["all_gather"] * 26]
     # One epoch of 44 steps, evaluated at each quarter, then out of budget: aborted.
     assert [m["epoch_num"] for m in metadata(events, "eval_accuracy")] == [0.25, 0.5, 0.75, 1.0]
     assert values(events, "epoch_stop") == [None]

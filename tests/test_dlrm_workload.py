@@ -16,6 +16,7 @@ from models import dlrm as dlrm_model
 from suite import compile as compile_lib
 from suite import config as config_lib
 from suite import mesh as mesh_lib
+from suite.hparams import Logged
 from suite.workloads.dlrm import DLRMWorkload
 from tools import state_memory
 
@@ -152,6 +153,32 @@ def test_reference_hparams_satisfy_the_closed_rules_and_borrow_back():
                                              C.OPT_BASE_LR: 0.004})
     assert borrowed == {"global_batch_size": 55296, "base_lr": 0.004}
     assert set(borrowed) <= workload.closed_tunable
+
+
+
+def test_the_log_records_what_auto_sparse_update_and_id_routing_became():
+    workload = DLRMWorkload()
+    cfg = workload.config("reference")
+    cfg.mesh.model, cfg.route_capacity = 8, 2.0
+    choices = workload.resolved_choices(cfg, mesh_lib.axis_sizes(8, 1, 8))
+    # Sparse: the tables of more rows than a batch of 65,536 has ids for them: the five of
+    # 40M rows and 3M rows at 3 ids, not 590,152 rows at 10 ids (655,360 a batch).
+    assert choices["jaxperf_sparse_update"] == Logged([0, 9, 10, 19, 20, 21],
+                                                      {"setting": "auto"})
+    # all_to_all with 2 slots an even share: 3 ids an example over 8 shards of 40M or 3M
+    # rows; 7 and more ids move fewer bytes gathered, and small tables cannot spread them.
+    routes = choices["jaxperf_id_routing"]
+    assert routes.metadata == {"setting": "auto", "route_capacity": 2.0}
+    assert [k for k, r in enumerate(routes.value) if r == "all_to_all"] == [0, 10]
+    assert set(routes.value) == {"all_to_all", "all_gather"} and len(routes.value) == 26
+    cfg.sparse_update, cfg.id_routing = "none", "all_gather"
+    choices = workload.resolved_choices(cfg, mesh_lib.axis_sizes(8, 1, 8))
+    assert choices["jaxperf_sparse_update"].value == []
+    assert set(choices["jaxperf_id_routing"].value) == {"all_gather"}
+    # One device: nothing row-split, so no route; the tiny tables update densely.
+    choices = workload.resolved_choices(workload.config("tiny"), mesh_lib.axis_sizes(1, 1, 1))
+    assert choices["jaxperf_sparse_update"].value == []
+    assert choices["jaxperf_id_routing"].value is None
 
 
 def test_bad_sharding_choices_are_one_line_errors():

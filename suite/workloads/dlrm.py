@@ -8,6 +8,7 @@ dense gradient does, for comparison.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ from models import embedding_bag
 from suite import mesh as mesh_lib
 from suite import schedule as schedule_lib
 from suite import sparse_adagrad
-from suite.hparams import Hparam, fixed
+from suite.hparams import Hparam, Logged, fixed
 from suite.target import Target
 from suite.workdir import cache_dir
 from suite.workload import DataInfo, EvalSet, Workload
@@ -167,15 +168,27 @@ class DLRMWorkload(Workload):
     def _row_split(self, cfg) -> bool:
         return cfg.embedding_sharding == "row" and cfg.mesh.model > 1
 
-    def _all_to_all(self, cfg, mesh, rows: int, ids_shape: tuple[int, int]) -> bool:
+    def _all_to_all(self, cfg, devices: int, rows: int, ids_shape: tuple[int, int]) -> bool:
         """Whether a row-split table of these rows routes these ids [batch, hotness] (the
-        global batch) with all_to_all; the train step's forward and update agree."""
+        global batch) with all_to_all on a mesh of `devices`; the train step's forward and
+        update agree."""
         batch, hot = ids_shape
         if cfg.id_routing == "auto":
             return embedding_bag.prefer_all_to_all(hot, cfg.embed_dim, cfg.mesh.model,
                                                    cfg.route_capacity, rows,
-                                                   batch // mesh.size)
+                                                   batch // devices)
         return cfg.id_routing == "all_to_all"
+
+    def id_routes(self, cfg, devices: int) -> list[str] | None:
+        """How each table's ids reach the shards that own their rows in a training step on
+        `devices` devices ('all_gather' or 'all_to_all'); None where no table is row-split."""
+        if not self._row_split(cfg):
+            return None
+        model_cfg = self.model_config(cfg)
+        batch = cfg.global_batch_size // cfg.grad_accum_steps
+        return ["all_to_all" if self._all_to_all(cfg, devices, model_cfg.padded_rows(k),
+                                                 (batch, hot)) else "all_gather"
+                for k, hot in enumerate(cfg.hotness)]
 
     def _row_axes(self, cfg, mesh) -> dict:
         return dict(mesh=mesh, row_axis="model",
@@ -189,7 +202,7 @@ class DLRMWorkload(Workload):
         axes = self._row_axes(cfg, mesh)
 
         def bag(table, ids):
-            if self._all_to_all(cfg, mesh, table.shape[0], ids.shape):
+            if self._all_to_all(cfg, mesh.size, table.shape[0], ids.shape):
                 return embedding_bag.row_routed_pooled(table, ids, **axes,
                                                        capacity_factor=cfg.route_capacity)
             return embedding_bag.row_sharded_pooled(table, ids, **axes)
@@ -229,7 +242,7 @@ class DLRMWorkload(Workload):
         for k, (offset, hot) in enumerate(zip(model_cfg.sparse_offsets, cfg.hotness,
                                               strict=True)):
             ids, rows = sparse[:, offset:offset + hot], model_cfg.padded_rows(k)
-            if self._all_to_all(cfg, mesh, rows, ids.shape):
+            if self._all_to_all(cfg, mesh.size, rows, ids.shape):
                 counts.append(embedding_bag.routed_overflow(
                     ids, rows=rows, **self._row_axes(cfg, mesh),
                     capacity_factor=cfg.route_capacity))
@@ -285,7 +298,7 @@ class DLRMWorkload(Workload):
             ids = batch["sparse"][:, offsets[k]:offsets[k] + cfg.hotness[k]]
             args = (tables[name], acc[name], ids, bag_grads[f"pooled_{k}"], lr, cfg.adagrad_eps)
             if self._row_split(cfg):
-                a2a = self._all_to_all(cfg, mesh, tables[name].shape[0], ids.shape)
+                a2a = self._all_to_all(cfg, mesh.size, tables[name].shape[0], ids.shape)
                 route = cfg.route_capacity if a2a else None
                 params[name], new_acc[name] = sparse_adagrad.row_sharded_update(
                     *args, **self._row_axes(cfg, mesh), capacity_factor=route)
@@ -371,6 +384,16 @@ class DLRMWorkload(Workload):
         fixed(C.OPT_LR_DECAY_STEPS, 0),
         Hparam("jaxperf_embedding_sharding", "embedding_sharding"),
     )
+
+    def resolved_choices(self, cfg, mesh_sizes):
+        # The tables updated sparsely, and each table's id route (None: no table row-split).
+        devices = math.prod(mesh_sizes.values())
+        return {
+            "jaxperf_sparse_update": Logged(self.sparse_tables(cfg),
+                                            {"setting": cfg.sparse_update}),
+            "jaxperf_id_routing": Logged(self.id_routes(cfg, devices), {
+                "setting": cfg.id_routing, "route_capacity": cfg.route_capacity}),
+        }
 
     def flops_per_example(self, cfg):
         # Backward costs twice the forward (gradients w.r.t. activations and weights).
