@@ -20,8 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from common.errors import UserError
 from input_pipelines import librispeech, prefetch, speech_features
 from input_pipelines.librispeech import SAMPLE_RATE, Utterance
+
+MIN_SAMPLES = speech_features.N_FFT // 2 + 1  # what log_mel's reflected STFT needs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +79,14 @@ def features(utterance: Utterance, rng: np.random.Generator, settings: Settings,
     if augment:
         audio, _ = speech_features.speed_perturb(audio, rng, settings.speed_range)
     audio = speech_features.trim_silence(audio)
-    if audio.size < speech_features.N_FFT // 2 + 1:  # all silence: keep the untrimmed audio
-        audio = librispeech.read_audio(utterance.audio_path)
+    if audio.size < MIN_SAMPLES:
+        # librosa's trim keeps at least min(length, 512) samples, so only a file of a few
+        # milliseconds gets here; the reference has no fallback for it either.
+        raise UserError(
+            f"{utterance.audio_path}: {audio.size} samples are left after "
+            f"{'speed perturbation and ' if augment else ''}trimming silence, fewer than the "
+            f"{MIN_SAMPLES} of one feature frame; replace it with the file from the original "
+            "archive or leave the utterance out")
     feats = speech_features.normalize_per_feature(speech_features.log_mel(audio, rng))
     if augment:
         feats = speech_features.spec_augment(feats, rng)
