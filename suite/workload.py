@@ -10,7 +10,7 @@ import abc
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -54,8 +54,11 @@ class EvalSet:
     """One pass over the eval split, and what scoring it needs besides the step outputs
     (a translation's reference sentences); handed to finalize_eval as it is."""
 
-    batches: Iterator[Batch]
+    batches: Iterable[Batch]
     context: Any = None
+    # True: every iter(batches) is the same pass (e.g. the batches made once and kept), so
+    # the loop asks for the set once per run and reads it again at each eval.
+    replayable: bool = False
 
 
 def sum_outputs(outputs: list[dict]) -> dict[str, float]:
@@ -222,7 +225,9 @@ class Workload(abc.ABC):
         self, cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
         process_count: int,
     ) -> EvalSet:
-        """One pass over the eval split; every process yields the same number of batches."""
+        """One pass over the eval split; every process yields the same number of batches.
+
+        Called at each eval, unless the EvalSet says it is replayable: then once per run."""
 
     def synthetic_data_info(self, cfg) -> DataInfo:
         """What a --data=synthetic run stands in for: the config's example counts."""

@@ -129,6 +129,7 @@ def test_every_process_reads_its_own_rows_of_the_same_global_batches(workload, t
     evalset = rnnt_data.eval_batches(cfg, data, local_batch_size=8, process_index=0,
                                      process_count=1)
     batches = list(evalset.batches)
+    assert evalset.replayable  # the loop keeps it for the run: featurised at the first eval
     assert [b["mask"].sum() for b in batches] == [8, 4]  # the last batch padded
     assert sorted(np.concatenate([b["index"][b["mask"] > 0] for b in batches])) == list(range(12))
     dev = librispeech.utterances_openslr(tones, ["dev-clean"])

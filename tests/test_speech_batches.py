@@ -4,10 +4,12 @@ too-short file does, and what each featurised row costs."""
 import os
 
 import numpy as np
+import pytest
 import soundfile
 
 from input_pipelines import librispeech, speech_batches
 from tests.helpers import one_line_error
+from tools import make_tiny_librispeech
 
 
 def _write(path: str, samples: np.ndarray) -> str:
@@ -38,3 +40,57 @@ def test_a_file_too_short_for_one_frame_is_a_one_line_error(tmp_path):
     assert feats.shape == (-(-(1 + 600 // 160) // 3), 240)
     assert np.isfinite(feats).all()
 
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """12 tone 'utterances' per split (tools.make_tiny_librispeech), token ids made up from
+    the words (the batches take any ids; the vocabulary is the workload's business)."""
+    root = str(tmp_path_factory.mktemp("tones"))
+    make_tiny_librispeech.make(root, speakers=3, utterances_per_speaker=4)
+    split = {s: librispeech.utterances_openslr(root, [s]) for s in make_tiny_librispeech.SPLITS}
+    words = {w: i + 1 for i, w in enumerate(make_tiny_librispeech.WORDS)}
+    tokens = {u.id: np.array([words[w] for w in u.transcript.split()], np.int32)
+              for us in split.values() for u in us}
+    return split, tokens
+
+
+@pytest.fixture
+def featurised(monkeypatch):
+    """The utterances speech_batches featurises, in order, by the real function."""
+    calls = []
+    real = speech_batches.features
+
+    def counted(utterance, *args, **kwargs):
+        calls.append(utterance.id)
+        return real(utterance, *args, **kwargs)
+
+    monkeypatch.setattr(speech_batches, "features", counted)
+    return calls
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_eval_batches_are_featurised_once_and_replayed(corpus, featurised):
+    split, tokens = corpus
+    dev = split["dev-clean"]
+    batches = speech_batches.eval_batches(dev, tokens, _settings(augment=False), local_batch=5,
+                                          process_index=0, process_count=1, read_ahead=2)
+    first = list(batches)
+    assert sorted(featurised) == sorted(u.id for u in dev)  # each utterance once
+    assert [int(b["mask"].sum()) for b in first] == [5, 5, 2]
+    second = list(batches)
+    assert len(featurised) == len(dev)  # the second pass featurised nothing
+    _same(first, second)
+    assert not second[0]["feats"].flags.writeable  # nobody can change what the next eval reads
+    # A fresh pipeline (another run) featurises again, and makes the same arrays.
+    fresh = list(speech_batches.eval_batches(dev, tokens, _settings(augment=False),
+                                             local_batch=5, process_index=0, process_count=1))
+    assert len(featurised) == 2 * len(dev)
+    _same(first, fresh)

@@ -14,6 +14,7 @@ from suite import compile as compile_lib
 from suite import mesh as mesh_lib
 from suite import perf, staging, training
 from suite.loops.base import Abort, BlockReport, Loop, Preempted
+from suite.workload import EvalSet
 
 
 def sync_every_step() -> bool:
@@ -30,6 +31,7 @@ class SupervisedLoop(Loop):
         self.local_batch = cfg.global_batch_size // jax.process_count()
         self.fns = compile_lib.build(workload, cfg, mesh, self.local_batch,
                                      jax.process_count(), data)
+        self.kept_eval: EvalSet | None = None  # a replayable eval set, for this run's evals
 
     def describe_input(self) -> str:
         return staging.describe(self.workload.batch_spec(self.cfg, "train", self.local_batch),
@@ -130,9 +132,11 @@ class SupervisedLoop(Loop):
                                              steps, high=workload.synthetic_high(cfg))
             context = workload.synthetic_eval_context(cfg)
         else:
-            evalset = workload.eval_batches(
+            evalset = self.kept_eval or workload.eval_batches(
                 cfg, self.data, local_batch_size=local_batch,
                 process_index=jax.process_index(), process_count=jax.process_count())
+            if evalset.replayable:
+                self.kept_eval = evalset
             batches, context = evalset.batches, evalset.context
         outputs = []
         for b in staging.Staged(iter(batches), fns.batch_sharding):

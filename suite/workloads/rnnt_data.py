@@ -168,4 +168,6 @@ def eval_batches(cfg, data: DataInfo, *, local_batch_size: int, process_index: i
     from input_pipelines import speech_tokens
 
     texts = tuple(speech_tokens.normalize(u.transcript) for u in listing.eval)
-    return EvalSet(batches, Transcripts(texts, load_vocab(vocab_path)))
+    # Replayable: the loop keeps the set for the run, so dev-clean is featurised at the first
+    # eval only.
+    return EvalSet(batches, Transcripts(texts, load_vocab(vocab_path)), replayable=True)

@@ -1,0 +1,49 @@
+"""The supervised loop's use of a workload's pipelines, in-process on the toy workload
+(tests/toy_workload): what it asks for at each eval."""
+
+import jax
+
+from suite import config as config_lib
+from suite import mesh as mesh_lib
+from suite import runner
+from suite.config import RunOptions
+from suite.loops.supervised import SupervisedLoop
+from suite.mlperf_log import MLPerfLog
+from suite.workload import EvalSet
+from tests.toy_workload import data
+from tests.toy_workload.workload import LinearDigits
+
+
+class CountedDigits(LinearDigits):
+    """The toy, counting the eval sets asked for; `replayable` says what its sets declare."""
+
+    def __init__(self, replayable: bool):
+        self.replayable, self.eval_sets = replayable, 0
+
+    def eval_batches(self, cfg, data_info, *, local_batch_size, process_index, process_count):
+        self.eval_sets += 1
+        batches = data.eval_batches(local_batch_size, process_index, process_count)
+        if self.replayable:
+            batches = tuple(batches)  # every iter() the same pass
+        return EvalSet(batches, replayable=self.replayable)
+
+
+def test_a_replayable_eval_set_is_asked_for_once_per_run(tmp_path):
+    log = MLPerfLog(str(tmp_path), enabled=False)
+    for replayable, sets in ((False, 3), (True, 1)):
+        workload = CountedDigits(replayable)
+        cfg = config_lib.resolve(workload, workload.config("tiny"), 1, jax.default_backend())
+        opts = RunOptions(workload="linear_digits", preset="tiny", workdir=str(tmp_path))
+        mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+        loop = SupervisedLoop(workload, cfg, opts, runner.data_info(workload, cfg, opts), mesh)
+        state = loop.init_state(0)
+        metrics = [loop.evaluate(state, log, epoch) for epoch in (1, 2, 3)]
+        assert workload.eval_sets == sets
+        assert metrics[0] == metrics[1] == metrics[2]
+        assert metrics[0]["eval_examples"] == data.sizes()[1]  # each eval read the whole set
+    # The next run of a benchmark (a new loop, the same workload) asks again: the set is
+    # kept by the run, not by the workload or the process.
+    for _ in range(2):
+        SupervisedLoop(workload, cfg, opts, runner.data_info(workload, cfg, opts),
+                       mesh).evaluate(state, log, 1)
+    assert workload.eval_sets == 3
