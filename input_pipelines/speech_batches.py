@@ -130,9 +130,11 @@ def _own_rows(local_batch: int, process_index: int) -> slice:
 
 def train_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray],
                   settings: Settings, *, local_batch: int, process_index: int,
-                  process_count: int, seed: int, read_ahead: int = 2) -> Iterator[dict]:
+                  process_count: int, seed: int, read_ahead: int = 2,
+                  skip: int = 0) -> Iterator[dict]:
     """This process's share of every training batch, epoch after epoch (each reshuffled),
-    made on a host thread up to `read_ahead` batches ahead of the device."""
+    made on a host thread up to `read_ahead` batches ahead of the device. The first `skip`
+    batches (trained before a resume) are planned but never read nor featurised."""
     global_batch = local_batch * process_count
 
     def reads():
@@ -140,6 +142,8 @@ def train_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarr
         while True:
             for b, (bound, rows) in enumerate(plan(utterances, tokens, global_batch, settings,
                                                    training=True, seed=seed * 100_003 + epoch)):
+                if epoch == 0 and b < skip:
+                    continue  # its seeds stay (epoch, b, row): the rest are unchanged
                 own = _own_rows(local_batch, process_index)
                 seeds = [(seed, epoch, b, r) for r in range(global_batch)][own]
                 yield functools.partial(make_batch, settings.shape(bound, True), rows[own],

@@ -9,6 +9,7 @@ where a step places work by hand (shard_map) it is handed the mesh.
 import abc
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -219,6 +220,18 @@ class Workload(abc.ABC):
         Called before run_start: build the pipeline here, but read no data until the
         first next() (MLPerf's clock must cover every read of the data).
         """
+
+    def train_batches_from(
+        self, cfg, data: DataInfo, first: int, *, local_batch_size: int, process_index: int,
+        process_count: int, seed: int,
+    ) -> Iterator[Batch]:
+        """train_batches from its batch `first` on: where a run resumed inside an epoch goes
+        on. By default the batches before it are made and dropped; a pipeline that can pass
+        over them without making them (reading no data) overrides this."""
+        batches = self.train_batches(cfg, data, local_batch_size=local_batch_size,
+                                     process_index=process_index,
+                                     process_count=process_count, seed=seed)
+        return itertools.islice(batches, first, None) if first else batches
 
     @abc.abstractmethod
     def eval_batches(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from input_pipelines import librispeech, speech_tokens
+from input_pipelines import librispeech, speech_batches, speech_tokens
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
 from suite.workload import DataInfo
@@ -134,6 +134,31 @@ def test_every_process_reads_its_own_rows_of_the_same_global_batches(workload, t
     assert sorted(np.concatenate([b["index"][b["mask"] > 0] for b in batches])) == list(range(12))
     dev = librispeech.utterances_openslr(tones, ["dev-clean"])
     assert evalset.context.texts == tuple(speech_tokens.normalize(u.transcript) for u in dev)
+
+
+def test_a_run_resumed_inside_an_epoch_featurises_none_of_the_batches_it_skips(
+        workload, tones, monkeypatch):
+    cfg = _tones_cfg(workload, tones)
+    cfg.read_ahead = 0  # made when asked for, so the featuriser's calls count exactly
+    data = dataclasses.replace(workload.data_info(cfg, tones), data_dir=tones)
+    featurised = []
+    real = speech_batches.features
+
+    def counted(utterance, *args, **kwargs):
+        featurised.append(utterance.id)
+        return real(utterance, *args, **kwargs)
+
+    monkeypatch.setattr(speech_batches, "features", counted)
+    where = {"local_batch_size": 4, "process_index": 0, "process_count": 1, "seed": 3}
+    whole = workload.train_batches_from(cfg, data, 0, **where)
+    uninterrupted = [next(whole) for _ in range(5)]  # 3 an epoch: into the second epoch
+    featurised.clear()
+    resumed = workload.train_batches_from(cfg, data, 2, **where)
+    for want in uninterrupted[2:]:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    assert len(featurised) == 3 * 4  # the 3 batches read, none of the 2 skipped
 
 
 def test_eval_utterances_beyond_the_last_bucket_are_one_line_errors(workload, tones):

@@ -2,6 +2,7 @@
 (tests/toy_workload): what it asks for at each eval."""
 
 import jax
+import numpy as np
 
 from suite import config as config_lib
 from suite import mesh as mesh_lib
@@ -47,3 +48,35 @@ def test_a_replayable_eval_set_is_asked_for_once_per_run(tmp_path):
         SupervisedLoop(workload, cfg, opts, runner.data_info(workload, cfg, opts),
                        mesh).evaluate(state, log, 1)
     assert workload.eval_sets == 3
+
+
+class ResumedDigits(LinearDigits):
+    """The toy, recording where the loop asks its training batches to start."""
+
+    def __init__(self):
+        self.asked = []
+
+    def train_batches_from(self, cfg, data_info, first, **where):
+        self.asked.append((first, where["seed"]))
+        return super().train_batches_from(cfg, data_info, first, **where)
+
+
+def test_a_run_resumed_inside_an_epoch_asks_for_its_batches_from_there(tmp_path):
+    workload = ResumedDigits()
+    cfg = config_lib.resolve(workload, workload.config("tiny"), 1, jax.default_backend())
+    opts = RunOptions(workload="linear_digits", preset="tiny", workdir=str(tmp_path))
+    mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+    loop = SupervisedLoop(workload, cfg, opts, runner.data_info(workload, cfg, opts), mesh)
+    spe = loop.schedule.steps_per_epoch
+    resumed = loop.prepare({"step": spe + 3})  # 3 steps into the second epoch
+    (first, seed), = workload.asked
+    assert first == 3
+    # By default the skipped batches are made and dropped: the 4th batch of that epoch's
+    # pipeline comes first.
+    fresh = data.train_batches(cfg.global_batch_size, 0, 1, seed)
+    want = [next(fresh) for _ in range(4)][3]
+    got = next(resumed)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    loop.prepare({"step": spe})  # at the same epoch's start nothing is skipped
+    assert workload.asked[-1] == (0, seed)

@@ -1,7 +1,6 @@
 """Supervised training on a static dataset: blocks of steps over the training split, each
 followed by one pass over the eval split (ResNet, the Transformer, BERT, DLRM)."""
 
-import itertools
 import math
 import time
 
@@ -69,12 +68,10 @@ class SupervisedLoop(Loop):
             return synthetic.batches(
                 self.workload.batch_spec(self.cfg, "train", self.local_batch),
                 seed=self.opts.seed, high=self.workload.synthetic_high(self.cfg))
-        batches = self.workload.train_batches(
-            self.cfg, self.data, local_batch_size=self.local_batch,
+        return self.workload.train_batches_from(
+            self.cfg, self.data, step % spe, local_batch_size=self.local_batch,
             process_index=jax.process_index(), process_count=jax.process_count(),
             seed=self.opts.seed * 1000 + step // spe + 1)
-        skip = step % spe
-        return itertools.islice(batches, skip, None) if skip else batches
 
     def blocks(self, state, progress, inputs, log, notice, tick):
         cfg, fns, schedule = self.cfg, self.fns, self.schedule

@@ -236,9 +236,16 @@ class RNNTWorkload(Workload):
 
     def train_batches(self, cfg, data, *, local_batch_size, process_index, process_count,
                       seed):
-        return rnnt_data.train_batches(cfg, data, local_batch_size=local_batch_size,
+        return self.train_batches_from(cfg, data, 0, local_batch_size=local_batch_size,
                                        process_index=process_index,
                                        process_count=process_count, seed=seed)
+
+    def train_batches_from(self, cfg, data, first, *, local_batch_size, process_index,
+                           process_count, seed):
+        # The plan is made without reading audio: a resumed run featurises no skipped batch.
+        return rnnt_data.train_batches(cfg, data, local_batch_size=local_batch_size,
+                                       process_index=process_index,
+                                       process_count=process_count, seed=seed, skip=first)
 
     def eval_batches(self, cfg, data, *, local_batch_size, process_index, process_count):
         return rnnt_data.eval_batches(cfg, data, local_batch_size=local_batch_size,

@@ -149,12 +149,12 @@ def data_info(workload, cfg, data_dir: str | None) -> DataInfo:
 
 
 def train_batches(cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
-                  process_count: int, seed: int):
+                  process_count: int, seed: int, skip: int = 0):
     listing = corpus(cfg, data.data_dir)
     return speech_batches.train_batches(
         listing.train, _tokens(data.facts["vocab_path"], listing.train), settings(cfg),
         local_batch=local_batch_size, process_index=process_index,
-        process_count=process_count, seed=seed, read_ahead=cfg.read_ahead)
+        process_count=process_count, seed=seed, read_ahead=cfg.read_ahead, skip=skip)
 
 
 def eval_batches(cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
