@@ -38,15 +38,15 @@ class Shape:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How utterances become model inputs (the reference's values by default)."""
+    """How one split's utterances become model inputs (the reference's values by default)."""
 
     bounds: tuple[int, ...]  # bucket bounds, in samples
     tokens_per_second: float
     speed_range: tuple[float, float] = speech_features.SPEED_RANGE
-    augment: bool = True  # training: speed perturbation and SpecAugment
+    augment: bool = True  # speed perturbation and SpecAugment: training's, where configured
 
-    def shape(self, bound: int, training: bool) -> Shape:
-        stretch = max(self.speed_range) if training and self.augment else 1.0
+    def shape(self, bound: int) -> Shape:
+        stretch = max(self.speed_range) if self.augment else 1.0
         longest = int(np.ceil(bound * stretch))
         mel_frames = 1 + longest // speech_features.HOP_LENGTH
         frames = -(-mel_frames // speech_features.SUBSAMPLING)
@@ -71,24 +71,23 @@ def plan(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray], glob
         length_of=settings.length_of(tokens))
 
 
-def features(utterance: Utterance, rng: np.random.Generator, settings: Settings,
-             training: bool) -> np.ndarray:
+def features(utterance: Utterance, rng: np.random.Generator,
+             settings: Settings) -> np.ndarray:
     """(frames, 240) float32 model inputs of one utterance (the reference's pipeline)."""
     audio = librispeech.read_audio(utterance.audio_path)
-    augment = training and settings.augment
-    if augment:
+    if settings.augment:
         audio, _ = speech_features.speed_perturb(audio, rng, settings.speed_range)
     audio = speech_features.trim_silence(audio)
     if audio.size < MIN_SAMPLES:
         # librosa's trim keeps at least min(length, 512) samples, so only a file of a few
         # milliseconds gets here; the reference has no fallback for it either.
+        done = "speed perturbation and trimming" if settings.augment else "trimming"
         raise UserError(
-            f"{utterance.audio_path}: {audio.size} samples are left after "
-            f"{'speed perturbation and ' if augment else ''}trimming silence, fewer than the "
-            f"{MIN_SAMPLES} of one feature frame; replace it with the file from the original "
-            "archive or leave the utterance out")
+            f"{utterance.audio_path}: {audio.size} samples are left after {done} silence, "
+            f"fewer than the {MIN_SAMPLES} of one feature frame; replace it with the file from "
+            "the original archive or leave the utterance out")
     feats = speech_features.normalize_per_feature(speech_features.log_mel(audio, rng))
-    if augment:
+    if settings.augment:
         feats = speech_features.spec_augment(feats, rng)
     return speech_features.stack_frames(feats)
 
@@ -109,7 +108,7 @@ def make_batch(shape: Shape, rows: Sequence[Utterance | None], tokens: Mapping[s
     for i, (utterance, seed) in enumerate(zip(rows, seeds, strict=True)):
         if utterance is None:
             continue
-        feats = features(utterance, np.random.default_rng(list(seed)), settings, training)
+        feats = features(utterance, np.random.default_rng(list(seed)), settings)
         labels = tokens[utterance.id]
         if len(feats) > shape.frames or len(labels) > shape.labels:
             raise ValueError(f"{utterance.id}: {len(feats)} frames / {len(labels)} tokens "
@@ -146,7 +145,7 @@ def train_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarr
                     continue  # its seeds stay (epoch, b, row): the rest are unchanged
                 own = _own_rows(local_batch, process_index)
                 seeds = [(seed, epoch, b, r) for r in range(global_batch)][own]
-                yield functools.partial(make_batch, settings.shape(bound, True), rows[own],
+                yield functools.partial(make_batch, settings.shape(bound), rows[own],
                                         tokens, seeds, settings, training=True)
             epoch += 1
 
@@ -184,6 +183,8 @@ def eval_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarra
                  process_count: int, read_ahead: int = 2) -> EvalBatches:
     """One pass over every eval utterance per iter(); `index` is its position in
     `utterances`. Featurised once (EvalBatches)."""
+    if settings.augment:
+        raise ValueError("eval batches are never augmented: pass the eval split's Settings")
     indices = {u.id: i for i, u in enumerate(utterances)}
     global_batch = local_batch * process_count
 
@@ -192,7 +193,7 @@ def eval_batches(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarra
                                                training=False)):
             own = _own_rows(local_batch, process_index)
             seeds = [(0, b, r) for r in range(global_batch)][own]
-            yield functools.partial(make_batch, settings.shape(bound, False), rows[own], tokens,
+            yield functools.partial(make_batch, settings.shape(bound), rows[own], tokens,
                                     seeds, settings, training=False, indices=indices)
 
     return EvalBatches(reads, read_ahead)

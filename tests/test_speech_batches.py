@@ -30,13 +30,13 @@ def test_a_file_too_short_for_one_frame_is_a_one_line_error(tmp_path):
     utterance = librispeech.Utterance("short", path, "ONE")
     for training in (False, True):
         one_line_error(lambda training=training: speech_batches.features(
-            utterance, np.random.default_rng(0), _settings(), training),
+            utterance, np.random.default_rng(0), _settings(augment=training)),
             path, "160 samples" if not training else "speed perturbation",
             f"fewer than the {speech_batches.MIN_SAMPLES}", "replace it")
     # A file of a few frames still makes its features.
     tone = 0.3 * np.sin(np.linspace(0, 600, 600))
     ok = librispeech.Utterance("ok", _write(str(tmp_path / "ok.flac"), tone), "ONE")
-    feats = speech_batches.features(ok, np.random.default_rng(0), _settings(), False)
+    feats = speech_batches.features(ok, np.random.default_rng(0), _settings(augment=False))
     assert feats.shape == (-(-(1 + 600 // 160) // 3), 240)
     assert np.isfinite(feats).all()
 
@@ -94,3 +94,6 @@ def test_eval_batches_are_featurised_once_and_replayed(corpus, featurised):
                                              local_batch=5, process_index=0, process_count=1))
     assert len(featurised) == 2 * len(dev)
     _same(first, fresh)
+    with pytest.raises(ValueError, match="never augmented"):
+        speech_batches.eval_batches(dev, tokens, _settings(), local_batch=5, process_index=0,
+                                    process_count=1)

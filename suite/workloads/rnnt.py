@@ -218,7 +218,7 @@ class RNNTWorkload(Workload):
         return self.batch_specs(cfg, split, batch_size)[-1]  # the largest bucket
 
     def _spec(self, cfg, split, batch_size, bound):
-        shape = rnnt_data.settings(cfg, split == "train").shape(bound, split == "train")
+        shape = rnnt_data.settings(cfg, split == "train").shape(bound)
         spec = {"feats": jax.ShapeDtypeStruct((batch_size, shape.frames, FEATURES), jnp.float32),
                 "feat_lens": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
                 "labels": jax.ShapeDtypeStruct((batch_size, shape.labels), jnp.int32),

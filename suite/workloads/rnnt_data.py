@@ -47,9 +47,10 @@ def _eval_bounds(cfg) -> tuple[int, ...]:
 
 
 def settings(cfg, training: bool = True) -> speech_batches.Settings:
+    """The training or the eval split's: its buckets, and whether its rows are augmented."""
     return speech_batches.Settings(
         bounds=_train_bounds(cfg) if training else _eval_bounds(cfg),
-        tokens_per_second=cfg.tokens_per_second, augment=cfg.augment)
+        tokens_per_second=cfg.tokens_per_second, augment=training and cfg.augment)
 
 
 @functools.lru_cache(maxsize=4)
