@@ -1,7 +1,9 @@
 """The rnnt workload's parts: the closed rules, the schedule, the batches, WER, sharding."""
 
 import dataclasses
+import gc
 import os
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -159,6 +161,34 @@ def test_a_run_resumed_inside_an_epoch_featurises_none_of_the_batches_it_skips(
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
     assert len(featurised) == 3 * 4  # the 3 batches read, none of the 2 skipped
+
+
+def test_tokens_are_encoded_once_per_split_and_cached_by_name_not_by_utterances(
+        workload, tones, monkeypatch):
+    cfg = _tones_cfg(workload, tones)
+    rnnt_data._corpus.cache_clear()
+    rnnt_data._tokens.cache_clear()
+    data = dataclasses.replace(workload.data_info(cfg, tones), data_dir=tones)
+    vocab = rnnt_data.load_vocab(data.facts["vocab_path"])
+    encoded = []
+    real = vocab.encode
+    monkeypatch.setattr(vocab, "encode", lambda texts: encoded.append(len(texts)) or real(texts))
+    where = {"local_batch_size": 4, "process_index": 0, "process_count": 1}
+    pipelines = [workload.train_batches(cfg, data, seed=s, **where) for s in (1, 2)]
+    pipelines += [workload.eval_batches(cfg, data, **where) for _ in range(2)]
+    assert encoded == []  # data_info encoded both splits; the pipelines reuse them
+    listing = rnnt_data.corpus(cfg, tones)
+    ids = rnnt_data.tokens(cfg, tones, data.facts["vocab_path"], "eval")
+    assert [ids[u.id].tolist() for u in listing.eval] == real([u.transcript for u in listing.eval])
+    # The token cache keeps ids by utterance id, not the utterances: once the listing's own
+    # cache lets go of them, nothing holds them.
+    probe = weakref.ref(listing.train[0])
+    del listing, pipelines
+    rnnt_data._corpus.cache_clear()
+    gc.collect()
+    assert probe() is None
+    rnnt_data.tokens(cfg, tones, data.facts["vocab_path"], "train")  # still cached
+    assert encoded == []
 
 
 def test_eval_utterances_beyond_the_last_bucket_are_one_line_errors(workload, tones):
