@@ -12,6 +12,7 @@ from typing import TypeVar
 import ml_collections
 from absl import flags, logging
 
+from common import host_memory
 from common.errors import UserError
 from flags import config_flags as F
 from suite import registry
@@ -30,7 +31,9 @@ T = TypeVar("T")
 
 def call(argv: list[str], body: Callable[[], T]) -> T:
     """The common start of an absl main: no positional arguments, JAX's INFO notes (every
-    platform it probes) off unless --verbosity asks, a UserError as one line and exit 2."""
+    platform it probes) off unless --verbosity asks, a UserError as one line and exit 2.
+    On a CPU-only host, freed memory is kept for the next step (common.host_memory)."""
+    host_memory.keep_freed_memory()  # before JAX starts a backend; parse() did it already
     if len(argv) > 1:
         fail(f"unexpected arguments {' '.join(argv[1:])}; flags take the form --name=value")
     if not FLAGS["verbosity"].present:
@@ -55,6 +58,8 @@ def parser(check: Callable | None = None) -> Callable[[list[str]], list[str]]:
 
     def parse(argv: list[str]) -> list[str]:
         global _CONFIG
+        # The earliest point of every entry point: parsing a config may start JAX's backend.
+        host_memory.keep_freed_memory()
         default = None
         try:
             FLAGS(argv, known_only=True)

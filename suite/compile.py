@@ -56,13 +56,30 @@ class ByShape:
         return (costs[0] if isinstance(costs, list) else costs) or {}
 
 
+def donates_state(mesh: Mesh) -> bool:
+    """Whether a step on this mesh's devices should donate the state it is given.
+
+    On an accelerator, donating is what lets the new parameters and optimizer state take
+    the old ones' memory. XLA:CPU instead copies nearly every donated parameter when the
+    step starts (it cannot prove that the backward pass's last reads of a weight come before
+    the update's write into its buffer): 160 copies, 102 MB, in a ResNet-50 step, and 398
+    in a Transformer-big step. Without donation the ResNet-50 step at batch 8 took 2.29 s
+    against 2.54 s, the Transformer-big one (4 rows of 64 tokens) 2.39 s against 3.48 s
+    (2-core CPU, freed host memory kept: common.host_memory).
+    """
+    return mesh.devices.flat[0].platform != "cpu"
+
+
 def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: int,
-          data: DataInfo | None = None, every_shape: bool = True) -> Compiled:
+          data: DataInfo | None = None, every_shape: bool = True,
+          donate: bool | None = None) -> Compiled:
     """data: the run's data facts (the optimizer's schedule reads the epoch length); None
     for a throughput build on synthetic batches, which stands in for the config's sizes.
     every_shape=False compiles only batch_spec's shape (a step benchmark), not every
-    shape of batch_specs (a run)."""
+    shape of batch_specs (a run). donate: whether the step reuses the state's buffers for
+    the new state; None: on accelerators, not on CPUs (donates_state)."""
     data = workload.synthetic_data_info(cfg) if data is None else data
+    donate = donates_state(mesh) if donate is None else donate
     rules = workload.logical_axis_rules(cfg)
     key = jax.random.key(0)
     with nn.logical_axis_rules(rules):
@@ -90,7 +107,7 @@ def build(workload: Workload, cfg, mesh: Mesh, local_batch: int, process_count: 
         train,
         in_shardings=(shardings, batch_sh, repl),
         out_shardings=(shardings, repl, repl),
-        donate_argnums=(0,),
+        donate_argnums=(0,) if donate else (),
     )
     eval_jit = jax.jit(evaluate, in_shardings=(shardings, batch_sh), out_shardings=repl)
 

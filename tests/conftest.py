@@ -26,6 +26,10 @@ if "JAXPERF_POWERCAP_ROOT" not in os.environ:
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+# As every entry point does before JAX starts: steps reuse freed host memory (no page faults).
+from common import host_memory  # noqa: E402
+
+host_memory.keep_freed_memory()
 
 
 import pytest  # noqa: E402  (after the environment is set)

@@ -207,7 +207,9 @@ def test_reference_step_compiles_with_tables_split_8_ways():
     cfg = workload.config("reference")
     cfg.mesh.model, cfg.compute_dtype = 8, "bfloat16"
     cfg = config_lib.resolve(workload, cfg, 8, "gpu")
-    fns = compile_lib.build(workload, cfg, mesh_lib.make_mesh(1, 8), cfg.global_batch_size, 1)
+    # Donated as on the GPUs it is sized for (a CPU step does not donate).
+    fns = compile_lib.build(workload, cfg, mesh_lib.make_mesh(1, 8), cfg.global_batch_size, 1,
+                            donate=True)
     memory = fns.train_step.memory_analysis()
     state = state_memory.bytes_per_device(workload, cfg, 8)["per_device"]
     batch = cfg.global_batch_size // 8 * (13 + sum(cfg.hotness) + 1) * 4
