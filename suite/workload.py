@@ -162,9 +162,9 @@ class Workload(abc.ABC):
                                    accum_steps=cfg.grad_accum_steps, ema_decay=cfg.ema_decay)
 
     def nonfinite_loss_cause(self, cfg, metrics: dict[str, Any]) -> str | None:
-        """What made a step's loss non-finite, where the step's own metrics (host values)
-        tell, and its fix: '<what happened>: <fix>'; None leaves the loop's general
-        advice (the learning rate, the data)."""
+        """What made a step's loss, or an eval's metric, non-finite, where the step's
+        metrics or finalize_eval's (host values) tell, and its fix: '<what happened>:
+        <fix>'; None leaves the loop's general advice (the learning rate, the data)."""
         return None
 
     @abc.abstractmethod

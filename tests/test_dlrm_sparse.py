@@ -195,6 +195,24 @@ def test_overflowing_all_to_all_buffers_abort_the_run_naming_the_fix(tmp_path):
     assert workload.nonfinite_loss_cause(cfg, {"loss": np.nan, "id_overflow": 0}) is None
 
 
+def test_ids_overflowing_at_eval_give_no_auc_but_the_cause():
+    """Eval routes ids as training does: an overflowed example's logit is NaN, which a
+    ranking would silently misplace, so there is no AUC, and the count says why."""
+    workload, cfg = _small_cfg("row", 8)
+    cfg.update(TABLES)
+    cfg.id_routing, cfg.route_capacity, cfg.sparse_update = "all_to_all", 0.25, "none"
+    mesh = mesh_lib.make_mesh(cfg.mesh.fsdp, cfg.mesh.model, devices=jax.devices())
+    fns = compile_lib.build(workload, cfg, mesh, cfg.global_batch_size, 1)
+    batch = {**_batches(cfg, 1)[0], "mask": np.ones(cfg.eval_batch_size, np.float32)}
+    out = jax.device_get(fns.eval_step(fns.init(jax.random.key(0)),
+                                       mesh_lib.to_global(batch, fns.batch_sharding)))
+    assert np.isnan(out["logit"]).any() and int(out["id_overflow"]) > 0
+    metrics = workload.finalize_eval(cfg, [out], None)
+    assert np.isnan(metrics["auc"]) and metrics["id_overflow"] == int(out["id_overflow"])
+    assert workload.nonfinite_loss_cause(cfg, metrics).startswith(
+        "the all_to_all id buffers overflowed")
+
+
 def test_bench_embedding_counts_bytes_by_hand_and_the_sparse_win_at_reference_size():
     from suite.workloads.dlrm import DLRMWorkload
     from tools import bench_embedding, state_memory

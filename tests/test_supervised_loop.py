@@ -3,11 +3,13 @@
 
 import jax
 import numpy as np
+import pytest
 
 from suite import config as config_lib
 from suite import mesh as mesh_lib
 from suite import runner
 from suite.config import RunOptions
+from suite.loops.base import Abort
 from suite.loops.supervised import SupervisedLoop
 from suite.mlperf_log import MLPerfLog
 from suite.workload import EvalSet
@@ -80,3 +82,21 @@ def test_a_run_resumed_inside_an_epoch_asks_for_its_batches_from_there(tmp_path)
         np.testing.assert_array_equal(got[key], want[key])
     loop.prepare({"step": spe})  # at the same epoch's start nothing is skipped
     assert workload.asked[-1] == (0, seed)
+
+
+class DivergedDigits(LinearDigits):
+    """The toy, whose eval scores NaN (weights gone non-finite, say)."""
+
+    def finalize_eval(self, cfg, outputs, context):
+        return {**super().finalize_eval(cfg, outputs, context), self.target.metric: np.nan}
+
+
+def test_a_non_finite_eval_metric_aborts_the_run(tmp_path):
+    workload = DivergedDigits()
+    cfg = config_lib.resolve(workload, workload.config("tiny"), 1, jax.default_backend())
+    opts = RunOptions(workload="linear_digits", preset="tiny", workdir=str(tmp_path))
+    loop = SupervisedLoop(workload, cfg, opts, runner.data_info(workload, cfg, opts),
+                          mesh_lib.make_mesh(devices=jax.devices()[:1]))
+    with pytest.raises(Abort, match=rf"^non-finite eval {workload.target.metric} \(epoch 2"
+                                    r".*\); lower the learning rate or check the data$"):
+        loop.evaluate(loop.init_state(0), MLPerfLog(str(tmp_path), enabled=False), 2)

@@ -142,5 +142,10 @@ class SupervisedLoop(Loop):
                 jax.block_until_ready(outputs[-1])
         metrics = workload.finalize_eval(cfg, jax.device_get(outputs), context)
         log.end(C.EVAL_STOP, epoch_num=position)
+        if not np.isfinite(metrics[workload.target.metric]):
+            cause = workload.nonfinite_loss_cause(cfg, metrics)
+            raise Abort(f"non-finite eval {workload.target.metric} "
+                        f"({self.schedule.position(position)}); "
+                        f"{cause or 'lower the learning rate or check the data'}", position)
         log.event(C.EVAL_ACCURACY, metrics[workload.target.metric], epoch_num=position)
         return metrics

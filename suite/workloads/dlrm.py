@@ -314,12 +314,15 @@ class DLRMWorkload(Workload):
         # Logits, not probabilities: AUC only ranks, and float32 sigmoids of confident
         # examples would tie at 0 or 1 where the logits still differ.
         return {"logit": logits.astype(jnp.float32), "label": batch["label"],
-                "mask": batch["mask"]}
+                "mask": batch["mask"], **self._route_metrics(cfg, mesh, batch["sparse"])}
 
     def finalize_eval(self, cfg, outputs, context):
         logits = np.concatenate([o["logit"] for o in outputs])
         labels = np.concatenate([o["label"] for o in outputs])
         real = np.concatenate([o["mask"] for o in outputs]) > 0
+        if not np.isfinite(logits[real]).all():  # ranked, NaNs would give a wrong AUC
+            return {"auc": float("nan"), "eval_examples": int(real.sum()),
+                    "id_overflow": sum(int(o.get("id_overflow", 0)) for o in outputs)}
         try:
             auc = roc_auc(logits[real], labels[real])
         except ValueError as e:
