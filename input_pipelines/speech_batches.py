@@ -205,3 +205,17 @@ def steps_per_epoch(utterances: Sequence[Utterance], tokens: Mapping[str, np.nda
     the utterances too long to train on are left out, whatever the shuffle."""
     batches = plan(utterances, tokens, global_batch, settings, training=True, seed=0)
     return len(batches), len(batches) * global_batch
+
+
+def left_out(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray], kept: int,
+             settings: Settings) -> dict[str, int]:
+    """Why an epoch trains on `kept` of the training utterances: those over MLPerf's
+    longest (the reference's rule), those whose audio or labels pass the last bucket, and
+    each bucket's partial remainder (whole global batches only)."""
+    length, last = settings.length_of(tokens), max(settings.bounds)
+    over = sum(librispeech.num_samples(u) > librispeech.MAX_TRAIN_SAMPLES for u in utterances)
+    past = sum(librispeech.num_samples(u) <= librispeech.MAX_TRAIN_SAMPLES and length(u) > last
+               for u in utterances)
+    return {"utterances": len(utterances), "over_max_duration": int(over),
+            "past_last_bucket": int(past), "bucket_remainders": len(utterances) - over - past
+            - kept}

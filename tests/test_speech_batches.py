@@ -97,3 +97,19 @@ def test_eval_batches_are_featurised_once_and_replayed(corpus, featurised):
     with pytest.raises(ValueError, match="never augmented"):
         speech_batches.eval_batches(dev, tokens, _settings(), local_batch=5, process_index=0,
                                     process_count=1)
+
+
+def test_left_out_explains_why_an_epoch_trains_on_fewer_utterances():
+    """Of 9 listed (manifest lengths, no audio read): 1 over MLPerf's 16.7 s, 1 whose labels
+    pass the last bucket, and the 7 that fit, of which whole batches of 3 keep 6."""
+    rate = librispeech.SAMPLE_RATE
+    settings = speech_batches.Settings(bounds=(2 * rate, librispeech.MAX_TRAIN_SAMPLES),
+                                       tokens_per_second=2.0)
+    lengths = [rate] * 4 + [3 * rate] * 3 + [3 * rate, librispeech.MAX_TRAIN_SAMPLES + 1]
+    utterances = [librispeech.Utterance(f"u{i}", "", "", n) for i, n in enumerate(lengths)]
+    tokens = {u.id: np.zeros(2, np.int32) for u in utterances}
+    tokens["u7"] = np.zeros(40, np.int32)  # 20 s of labels at 2 tokens a second
+    steps, kept = speech_batches.steps_per_epoch(utterances, tokens, 3, settings)
+    assert (steps, kept) == (2, 6)  # 4 short ones make one batch, 3 longer ones another
+    assert speech_batches.left_out(utterances, tokens, kept, settings) == {
+        "utterances": 9, "over_max_duration": 1, "past_last_bucket": 1, "bucket_remainders": 1}

@@ -152,14 +152,18 @@ def data_info(workload, cfg, data_dir: str | None) -> DataInfo:
             raise UserError(
                 f"eval utterance {u.id} ({longest(u) / SAMPLE_RATE:.1f} s of audio or labels) "
                 f"exceeds the last of --config.eval_bucket_seconds; raise it")
-    steps, kept = speech_batches.steps_per_epoch(
-        data.train, tokens(cfg, data_dir, vocab_path, "train"), cfg.global_batch_size,
-        settings(cfg))
+    train_tokens = tokens(cfg, data_dir, vocab_path, "train")
+    steps, kept = speech_batches.steps_per_epoch(data.train, train_tokens, cfg.global_batch_size,
+                                                 settings(cfg))
     if steps < 1:
         raise UserError(f"no length bucket of {data.source} fills one global batch of "
                         f"{cfg.global_batch_size}; lower --config.global_batch_size")
     return DataInfo(train_examples=kept, eval_examples=len(data.eval), source=data.source,
-                    steps_per_epoch=steps, facts={"vocab_path": vocab_path, "root": data.root})
+                    steps_per_epoch=steps, facts={
+                        "vocab_path": vocab_path, "root": data.root,
+                        # config.json says why an epoch trains on fewer utterances than listed
+                        "train_left_out": speech_batches.left_out(data.train, train_tokens, kept,
+                                                                  settings(cfg))})
 
 
 def train_batches(cfg, data: DataInfo, *, local_batch_size: int, process_index: int,
