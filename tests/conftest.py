@@ -106,3 +106,19 @@ def tiny_wmt(tmp_path_factory) -> str:
 
     out = str(tmp_path_factory.mktemp("tiny_wmt"))
     return make_tiny_wmt.make(out, train_examples=300, validation_examples=20, test_examples=50)
+
+
+@pytest.fixture
+def featurised(monkeypatch):
+    """The utterances speech_batches featurises, in order, by the real function."""
+    from input_pipelines import speech_batches
+
+    calls = []
+    real = speech_batches.features
+
+    def counted(utterance, *args, **kwargs):
+        calls.append(utterance.id)
+        return real(utterance, *args, **kwargs)
+
+    monkeypatch.setattr(speech_batches, "features", counted)
+    return calls

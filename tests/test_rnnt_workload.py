@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from input_pipelines import librispeech, speech_batches, speech_tokens
+from input_pipelines import librispeech, speech_tokens
 from suite import compile as compile_lib
 from suite import mesh as mesh_lib
 from suite.workload import DataInfo
@@ -139,18 +139,10 @@ def test_every_process_reads_its_own_rows_of_the_same_global_batches(workload, t
 
 
 def test_a_run_resumed_inside_an_epoch_featurises_none_of_the_batches_it_skips(
-        workload, tones, monkeypatch):
+        workload, tones, featurised):
     cfg = _tones_cfg(workload, tones)
     cfg.read_ahead = 0  # made when asked for, so the featuriser's calls count exactly
     data = dataclasses.replace(workload.data_info(cfg, tones), data_dir=tones)
-    featurised = []
-    real = speech_batches.features
-
-    def counted(utterance, *args, **kwargs):
-        featurised.append(utterance.id)
-        return real(utterance, *args, **kwargs)
-
-    monkeypatch.setattr(speech_batches, "features", counted)
     where = {"local_batch_size": 4, "process_index": 0, "process_count": 1, "seed": 3}
     whole = workload.train_batches_from(cfg, data, 0, **where)
     uninterrupted = [next(whole) for _ in range(5)]  # 3 an epoch: into the second epoch

@@ -55,20 +55,6 @@ def corpus(tmp_path_factory):
     return split, tokens
 
 
-@pytest.fixture
-def featurised(monkeypatch):
-    """The utterances speech_batches featurises, in order, by the real function."""
-    calls = []
-    real = speech_batches.features
-
-    def counted(utterance, *args, **kwargs):
-        calls.append(utterance.id)
-        return real(utterance, *args, **kwargs)
-
-    monkeypatch.setattr(speech_batches, "features", counted)
-    return calls
-
-
 def _same(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
