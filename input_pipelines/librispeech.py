@@ -210,6 +210,17 @@ def bucket_for(length: int, bucket_bounds: Sequence[int]) -> int | None:
     return None
 
 
+def why_not_trained(utterance: Utterance, length: int, bounds: Sequence[int]) -> str | None:
+    """Why training leaves an utterance out, `length` being what is bucketed: its audio is
+    over MAX_TRAIN_SAMPLES (MLPerf's rule) or `length` is past the last of `bounds`; None if
+    it trains."""
+    if num_samples(utterance) > MAX_TRAIN_SAMPLES:
+        return "over_max_duration"
+    if length > max(bounds):
+        return "past_last_bucket"
+    return None
+
+
 def plan_batches(utterances: Sequence[Utterance], batch_size: int, *, training: bool,
                  bucket_bounds: Sequence[int] = DEFAULT_BUCKET_BOUNDS,
                  seed: int | None = None,
@@ -232,9 +243,9 @@ def plan_batches(utterances: Sequence[Utterance], batch_size: int, *, training: 
     overlong = []
     for utterance in utterances:
         length = length_of(utterance)
-        index = bucket_for(length, bounds)
-        if training and (index is None or num_samples(utterance) > MAX_TRAIN_SAMPLES):
+        if training and why_not_trained(utterance, length, bounds):
             continue
+        index = bucket_for(length, bounds)
         if index is None:
             overlong.append((length, utterance))
         else:

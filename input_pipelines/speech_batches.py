@@ -14,6 +14,7 @@ both fit).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Iterator, Mapping, Sequence
@@ -212,10 +213,9 @@ def left_out(utterances: Sequence[Utterance], tokens: Mapping[str, np.ndarray], 
     """Why an epoch trains on `kept` of the training utterances: those over MLPerf's
     longest (the reference's rule), those whose audio or labels pass the last bucket, and
     each bucket's partial remainder (whole global batches only)."""
-    length, last = settings.length_of(tokens), max(settings.bounds)
-    over = sum(librispeech.num_samples(u) > librispeech.MAX_TRAIN_SAMPLES for u in utterances)
-    past = sum(librispeech.num_samples(u) <= librispeech.MAX_TRAIN_SAMPLES and length(u) > last
-               for u in utterances)
-    return {"utterances": len(utterances), "over_max_duration": int(over),
-            "past_last_bucket": int(past), "bucket_remainders": len(utterances) - over - past
-            - kept}
+    length = settings.length_of(tokens)
+    why = collections.Counter(librispeech.why_not_trained(u, length(u), settings.bounds)
+                              for u in utterances)
+    over, past = why["over_max_duration"], why["past_last_bucket"]
+    return {"utterances": len(utterances), "over_max_duration": over, "past_last_bucket": past,
+            "bucket_remainders": len(utterances) - over - past - kept}
